@@ -1,0 +1,28 @@
+# The two commands of the README: `make start` and `make test`.
+# Both set up .venv from scratch when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: start test bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Until the hub lands, "the platform" is the engine behind its CLI: train on a
+# generated sample and print the leaderboard.
+start: $(VENV)/.installed
+	mkdir -p demo
+	$(PY) -m automl.datasets demo/churn.csv
+	$(VENV)/bin/automl train demo/churn.csv --target churned --time-budget 30 --out demo/churn.automl
+	$(VENV)/bin/automl info demo/churn.automl
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	bash benchmarks/setup_anchors.sh
+	$(PY) benchmarks/run_engine_benchmark.py --budget 60

@@ -1,0 +1,258 @@
+"""Data checks and guardrails.
+
+Errors stop a fit that cannot be meaningful; guardrails are returned as data
+(code, severity, column, params) so that the CLI, the API and the dashboards
+can show them, instead of living only in logs.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, ParameterError
+from ..i18n import message
+from .metrics import TASKS
+
+MIN_ROWS = 10
+MIN_CLASS_ROWS = 2
+MAX_CLASSES_FOR_INT_TARGET = 20
+HIGH_CARDINALITY = 50
+MISSING_WARN_FRACTION = 0.05
+IMBALANCE_RATIO = 0.15  # smallest class / largest class
+_ID_NAME = re.compile(r"(^id$|_id$|^id_|uuid|guid|(^|_)key$)", re.IGNORECASE)
+
+
+def guardrail(code: str, severity: str = "warning", column: str | None = None, **params) -> dict:
+    return {
+        "code": code,
+        "severity": severity,
+        "column": column,
+        "params": params,
+        "message": message(code, column=column, **params),
+    }
+
+
+# --- target -------------------------------------------------------------------
+
+
+def split_target(X, y, target):
+    """Accept fit(X, y) or fit(df, target=...) and return (X, y) as pandas."""
+    if (y is None) == (target is None):
+        raise ParameterError("target_argument")
+    if not isinstance(X, pd.DataFrame):
+        X = pd.DataFrame(np.asarray(X))
+        X.columns = [f"x{i}" for i in range(X.shape[1])]
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError("empty_data")
+    X = X.copy()
+    X.columns = [str(c) for c in X.columns]
+    if target is not None:
+        target = str(target)
+        if target not in X.columns:
+            raise DataError("target_missing", target=target, columns=_short_list(X.columns))
+        y = X.pop(target)
+        if X.shape[1] == 0:
+            raise DataError("no_features", target=target)
+    else:
+        y = pd.Series(np.asarray(y) if not isinstance(y, pd.Series) else y.to_numpy(), name=getattr(y, "name", None))
+        if len(y) != len(X):
+            raise DataError("y_length_mismatch", n_x=len(X), n_y=len(y))
+        y.index = X.index
+    y.name = str(y.name) if y.name is not None else "target"
+    return X, y
+
+
+def _short_list(values, limit=12):
+    values = [str(v) for v in values]
+    more = f", … (+{len(values) - limit})" if len(values) > limit else ""
+    return ", ".join(values[:limit]) + more
+
+
+def _is_integer_valued(y: pd.Series) -> bool:
+    values = y.to_numpy(dtype=float)
+    return bool(np.all(np.isfinite(values)) and np.all(np.mod(values, 1) == 0))
+
+
+def detect_task(y: pd.Series) -> str:
+    """Numbers with few integer values are classes; anything else numeric is regression."""
+    n_unique = y.nunique()
+    if n_unique == 2:
+        return "binary"
+    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        return "multiclass"
+    if _is_integer_valued(y) and n_unique <= MAX_CLASSES_FOR_INT_TARGET:
+        return "multiclass"
+    return "regression"
+
+
+def check_target(X: pd.DataFrame, y: pd.Series, task: str):
+    """Drop rows without a target, resolve the task, and refuse hopeless targets."""
+    if task not in ("auto", *TASKS):
+        raise ParameterError("bad_task", value=task, choices=", ".join(("auto", *TASKS)))
+    guards = []
+    present = y.notna().to_numpy()
+    if not present.any():
+        raise DataError("target_all_missing", target=y.name)
+    if not present.all():
+        guards.append(guardrail("guard_target_missing_rows", count=int((~present).sum())))
+        X, y = X.loc[present], y.loc[present]
+    if y.nunique() == 1:
+        raise DataError("target_constant", target=y.name, value=repr(y.iloc[0]))
+    if len(y) < MIN_ROWS:
+        raise DataError("too_few_rows", count=len(y), minimum=MIN_ROWS)
+    detected = detect_task(y)
+    if task == "auto":
+        task = detected
+    if task == "regression":
+        numeric = pd.to_numeric(y, errors="coerce")
+        if numeric.isna().any():
+            example = y[numeric.isna()].iloc[0]
+            raise DataError("target_not_numeric", target=y.name, example=str(example))
+        y = numeric.astype(float)
+    else:
+        n_classes = y.nunique()
+        if (task == "binary") != (n_classes == 2):
+            raise DataError("task_mismatch", task=task, target=y.name, n_classes=n_classes)
+        counts = y.value_counts()
+        if counts.min() < MIN_CLASS_ROWS:
+            raise DataError(
+                "class_too_small",
+                label=_plain(counts.idxmin()),
+                target=y.name,
+                count=int(counts.min()),
+                minimum=MIN_CLASS_ROWS,
+            )
+        smallest = counts.min() / counts.sum()
+        if counts.min() / counts.max() < IMBALANCE_RATIO:
+            guards.append(
+                guardrail("guard_class_imbalance", label=str(_plain(counts.idxmin())), percent=100 * smallest)
+            )
+    return X, y, task, guards
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_target_copies(X: pd.DataFrame, y: pd.Series, task: str) -> None:
+    """A column that is the target under another name makes every score a lie."""
+    for column in X.columns:
+        x = X[column]
+        if x.isna().any():
+            continue
+        if task == "regression":
+            values = pd.to_numeric(x, errors="coerce")
+            if values.notna().all() and np.allclose(values.to_numpy(float), y.to_numpy(float)):
+                raise DataError("target_duplicated", column=column, target=y.name)
+        elif x.nunique() == y.nunique():
+            pairs = pd.crosstab(x.astype(str), y.astype(str))
+            if ((pairs > 0).sum(axis=1) == 1).all() and ((pairs > 0).sum(axis=0) == 1).all():
+                raise DataError("target_duplicated", column=column, target=y.name)
+
+
+# --- feature columns ---------------------------------------------------------------
+
+
+def _numeric_share(values: pd.Series) -> float:
+    converted = pd.to_numeric(values, errors="coerce")
+    return float(converted.notna().mean()) if len(values) else 0.0
+
+
+def _looks_like_dates(values: pd.Series) -> bool:
+    sample = values.dropna().astype(str).head(200)
+    if sample.empty or not sample.str.contains(r"\d{1,4}[-/.:]\d{1,2}", regex=True).mean() > 0.9:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return float(parsed.notna().mean()) > 0.9
+
+
+def _mean_words(values: pd.Series) -> float:
+    sample = values.dropna().astype(str).head(500)
+    return float(sample.str.split().str.len().mean()) if len(sample) else 0.0
+
+
+def infer_column_kinds(X: pd.DataFrame) -> tuple[dict[str, str], list[dict]]:
+    """Give every column a kind: numeric, categorical, high_cardinality, datetime,
+    text, or ignored (identifier / constant), with the guardrails that explain it."""
+    kinds, guards = {}, []
+    n = len(X)
+    for column in X.columns:
+        values = X[column]
+        non_null = values.dropna()
+        n_unique = non_null.nunique()
+        missing = 1 - len(non_null) / n
+        if missing >= MISSING_WARN_FRACTION and n_unique > 0:
+            guards.append(guardrail("guard_missing_values", column=column, percent=100 * missing))
+        if n_unique <= 1:
+            kinds[column] = "ignored"
+            guards.append(guardrail("guard_constant_column", column=column))
+            continue
+        if pd.api.types.is_datetime64_any_dtype(values):
+            kinds[column] = "datetime"
+            continue
+        is_numeric = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+        if not is_numeric and _numeric_share(non_null) >= 0.98:
+            is_numeric = True
+        all_unique = n_unique == len(non_null) and n > 50
+        if is_numeric:
+            numbers = pd.to_numeric(non_null, errors="coerce")
+            integer_like = bool((numbers.dropna() % 1 == 0).all())
+            monotonic = numbers.is_monotonic_increasing or numbers.is_monotonic_decreasing
+            if all_unique and integer_like and (monotonic or _ID_NAME.search(column)):
+                kinds[column] = "ignored"
+                guards.append(guardrail("guard_id_like", column=column))
+            else:
+                kinds[column] = "numeric"
+            continue
+        if _looks_like_dates(non_null):
+            kinds[column] = "datetime"
+            continue
+        words = _mean_words(non_null)
+        if words >= 3 and n_unique > 0.3 * len(non_null):
+            kinds[column] = "text"
+        elif all_unique or (n_unique > 0.95 * len(non_null) and n > 50 and _ID_NAME.search(column)):
+            kinds[column] = "ignored"
+            guards.append(guardrail("guard_id_like", column=column))
+        elif n_unique > HIGH_CARDINALITY:
+            kinds[column] = "high_cardinality"
+            guards.append(guardrail("guard_high_cardinality", column=column, count=int(n_unique)))
+        else:
+            kinds[column] = "categorical"
+    if all(kind == "ignored" for kind in kinds.values()):
+        raise DataError("no_features", target="?")
+    return kinds, guards
+
+
+def leakage_guards(X: pd.DataFrame, y: np.ndarray, kinds: dict[str, str], task: str, seed: int) -> list[dict]:
+    """Flag a single column that predicts the target almost perfectly on its own:
+    usually information that is only known after the fact."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(X), size=min(len(X), 2000), replace=False)
+    guards = []
+    for column, kind in kinds.items():
+        if kind not in ("numeric", "categorical"):
+            continue
+        x = X[column].iloc[rows]
+        if kind == "categorical":
+            x = x.astype("category").cat.codes
+        x = pd.to_numeric(x, errors="coerce").fillna(-1e18).to_numpy(float).reshape(-1, 1)
+        target = y[rows]
+        if task == "regression":
+            model, scoring = DecisionTreeRegressor(max_depth=4, random_state=seed), "r2"
+        else:
+            if np.bincount(target).min() < 3:
+                continue
+            model, scoring = DecisionTreeClassifier(max_depth=4, random_state=seed), "balanced_accuracy"
+        score = cross_val_score(model, x, target, cv=3, scoring=scoring).mean()
+        if score >= 0.99:
+            guards.append(guardrail("guard_leakage", column=column, score=float(score)))
+    return guards

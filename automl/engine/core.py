@@ -1,0 +1,321 @@
+"""`AutoML`: the estimator that the CLI, the platform and users call."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.metrics import confusion_matrix, roc_curve
+
+from ..errors import NotFittedError, ParameterError
+from . import checks
+from .ensemble import greedy_selection
+from .metrics import DEFAULT_METRIC, METRICS, TASKS, metrics_for, report
+from .models import Context, predict_matrix
+from .preprocessing import coerce
+from .search import Folds, Search, make_splits
+
+MAX_BUDGET = 7 * 24 * 3600
+SEARCH_SHARE = 0.92  # of the budget; the rest ensembles and explains
+IMPORTANCE_ROWS = 2000
+PLOT_POINTS = 1000
+
+
+class AutoML(BaseEstimator):
+    """Automated machine learning for tables: give it data and a time budget.
+
+    Parameters
+    ----------
+    time_budget : float or None, seconds for the whole fit (returns within it + 10 %).
+        None runs without a clock: then `max_trials` (or the default portfolio) bounds
+        the work, and two fits with the same seed give the same model.
+    task : "auto", "binary", "multiclass" or "regression".
+    metric : "auto" (ROC AUC, log loss, R2) or a name from `automl.engine.METRICS`.
+    seed : int, for every random choice.
+    n_jobs : threads for model fitting; -1 uses every core available.
+    max_trials : int or None, models to evaluate besides the constant baseline.
+    device : "auto", "cpu" or "cuda" (xgboost on the GPU).
+    callback : callable receiving one dict per event (start, trial, ensemble, done,
+        cancelled) with enough timing for a progress bar and an ETA.
+    cv : "auto", a number of folds (int >= 2) or a holdout fraction (float < 1).
+    ensemble_size : steps of greedy ensemble selection (0 keeps the best model alone).
+    """
+
+    def __init__(self, time_budget=60, task="auto", metric="auto", seed=0, n_jobs=-1, max_trials=None,
+                 device="auto", callback=None, cv="auto", ensemble_size=25):
+        self.time_budget = time_budget
+        self.task = task
+        self.metric = metric
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.max_trials = max_trials
+        self.device = device
+        self.callback = callback
+        self.cv = cv
+        self.ensemble_size = ensemble_size
+
+    # --- control ----------------------------------------------------------------
+    def cancel(self):
+        """Ask a running fit to stop soon and keep the best model so far (thread-safe)."""
+        self._cancel_event().set()
+
+    def _cancel_event(self) -> threading.Event:
+        if "_cancel" not in self.__dict__:
+            self.__dict__["_cancel"] = threading.Event()
+        return self.__dict__["_cancel"]
+
+    def _emit(self, event: str, **data):
+        if self.callback is not None:
+            self.callback({"event": event, "time_budget": self.time_budget, "max_trials": self.max_trials, **data})
+
+    # --- fit --------------------------------------------------------------------
+    def _check_params(self):
+        budget = self.time_budget
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 1 <= budget <= MAX_BUDGET
+        ):
+            raise ParameterError("bad_budget", value=budget, low=1, high=MAX_BUDGET)
+        if self.max_trials is not None and (
+            isinstance(self.max_trials, bool) or not isinstance(self.max_trials, (int, np.integer)) or self.max_trials < 1
+        ):
+            raise ParameterError("bad_max_trials", value=self.max_trials)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ParameterError("bad_device", value=self.device)
+
+    def _resolve_metric(self, task):
+        if self.metric == "auto":
+            return METRICS[DEFAULT_METRIC[task]]
+        if self.metric not in METRICS or task not in METRICS[self.metric].tasks:
+            raise ParameterError("bad_metric", value=self.metric, task=task, choices=", ".join(metrics_for(task)))
+        return METRICS[self.metric]
+
+    def fit(self, X, y=None, *, target=None):
+        started = time.monotonic()
+        self._check_params()
+        cancel = self._cancel_event()
+        device = resolve_device(self.device)
+        X, y = checks.split_target(X, y, target)
+        if self.task not in ("auto", *TASKS):
+            raise ParameterError("bad_task", value=self.task, choices=", ".join(("auto", *TASKS)))
+        X, y, task, guards = checks.check_target(X, y, self.task)
+        metric = self._resolve_metric(task)
+        kinds, column_guards = checks.infer_column_kinds(X)
+        checks.check_target_copies(X[[c for c, k in kinds.items() if k != "ignored"]], y, task)
+
+        self.target_ = y.name
+        self.task_, self.metric_, self.device_ = task, metric.name, device
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.feature_kinds_ = kinds
+        self.input_schema_ = {c: {"kind": kinds[c], "dtype": str(X[c].dtype)} for c in X.columns}
+        if task == "regression":
+            self.classes_ = None
+            y_encoded = y.to_numpy(dtype=float)
+        else:
+            self.classes_, y_encoded = np.unique(y.to_numpy(), return_inverse=True)
+        X = coerce(X, kinds).reset_index(drop=True)
+        guards += column_guards + checks.leakage_guards(X, y_encoded, kinds, task, self.seed)
+
+        n_jobs = self.n_jobs if self.n_jobs and self.n_jobs > 0 else len(os.sched_getaffinity(0))
+        ctx = Context(task, 0 if self.classes_ is None else len(self.classes_), self.seed, n_jobs, device)
+        budget = self.time_budget
+        max_trials = self.max_trials
+        if budget is None and max_trials is None:
+            max_trials = 9  # the default portfolio, once
+        deadline = started + SEARCH_SHARE * budget if budget is not None else None
+        splits = make_splits(y_encoded, task, self.seed, self.cv)
+        folds = Folds(X, y_encoded, splits, kinds, task, self.seed)
+        self._emit("start", n_trials=0, elapsed=time.monotonic() - started,
+                   remaining=None if budget is None else budget - (time.monotonic() - started),
+                   task=task, metric=metric.name, n_rows=len(X), n_folds=len(splits))
+
+        def on_trial(trial, search):
+            best = search.best()
+            elapsed = time.monotonic() - started
+            self._emit("trial", n_trials=len(search.trials), model=trial.name, score=trial.score,
+                       best_score=best.score, best_model=best.name, elapsed=elapsed,
+                       remaining=None if budget is None else max(0.0, budget - elapsed))
+
+        search = Search(folds, metric, ctx, deadline=deadline, max_trials=max_trials,
+                        cancelled=cancel.is_set, on_trial=on_trial).run()
+        folds.release()
+        if search.stopped_by == "budget" and len(search.trials) < 4:
+            guards.append(checks.guardrail("guard_budget_short", count=len(search.trials)))
+        self._finish(search, folds, metric, ctx, guards, started)
+        if cancel.is_set():
+            self._emit("cancelled", n_trials=len(search.trials), elapsed=time.monotonic() - started,
+                       remaining=0.0, best_score=self.best_score_, best_model=self.best_model_)
+            cancel.clear()
+        self._emit("done", n_trials=len(search.trials), elapsed=time.monotonic() - started, remaining=0.0,
+                   best_score=self.best_score_, best_model=self.best_model_)
+        return self
+
+    def _finish(self, search, folds, metric, ctx, guards, started):
+        trials = [t for t in search.trials if t.models is not None and t.candidate.family != "baseline"]
+        trials = trials or [search.trials[0]]  # nothing but the baseline finished
+        weights = greedy_selection([t.oof for t in trials], folds.y_val, metric, self.ensemble_size) \
+            if self.ensemble_size else np.eye(len(trials))[np.argmax([t.gain for t in trials])]
+        members = [(t, w) for t, w in zip(trials, weights) if w > 0]
+        self._members = [(t.candidate, t.models, float(w)) for t, w in members]
+        self._preprocessors = folds.preprocessors
+        self._context = Context(ctx.task, ctx.n_classes, ctx.seed, ctx.n_jobs, ctx.device)
+        oof = sum(w * t.oof for t, w in members)
+        self.ensemble_ = [{"model": t.name, "family": t.candidate.family, "weight": float(w)} for t, w in members]
+        self.best_score_ = metric.score(folds.y_val, oof)
+        self.best_model_ = "ensemble" if len(members) > 1 else members[0][0].name
+        self.validation_scores_ = report(ctx.task, folds.y_val, oof)
+        self.leaderboard_ = self._leaderboard(search.trials, members, metric)
+        self._emit("ensemble", n_trials=len(search.trials), elapsed=time.monotonic() - started,
+                   best_score=self.best_score_, best_model=self.best_model_,
+                   remaining=None if self.time_budget is None else max(0.0, self.time_budget - (time.monotonic() - started)))
+        self.plot_data_ = self._plot_data(folds.y_val, oof)
+        deadline = None if self.time_budget is None else started + 0.98 * self.time_budget
+        self.feature_importance_ = self._permutation_importance(folds, metric, deadline)
+        self.guardrails_ = guards
+        self.n_trials_ = len(search.trials)
+        self.stopped_by_ = search.stopped_by or "completed"
+        self.fit_time_ = time.monotonic() - started
+
+    def _leaderboard(self, trials, members, metric):
+        weight = {t.name: w for t, w in members}
+        rows = [
+            {"model": t.name, "family": t.candidate.family, "score": t.score, "fit_time": t.fit_time,
+             "predict_time": t.predict_time, "weight": weight.get(t.name, 0.0), "params": dict(t.candidate.params)}
+            for t in trials
+        ]
+        if len(members) > 1:
+            rows.append({"model": "ensemble", "family": "ensemble", "score": self.best_score_,
+                         "fit_time": sum(t.fit_time for t, _ in members),
+                         "predict_time": sum(t.predict_time for t, _ in members), "weight": 1.0,
+                         "params": {t.name: round(w, 4) for t, w in members}})
+        board = pd.DataFrame(rows)
+        board = board.sort_values("score", ascending=not metric.greater_is_better, kind="stable")
+        board.insert(0, "rank", np.arange(1, len(board) + 1))
+        return board.reset_index(drop=True)
+
+    def _plot_data(self, y, oof):
+        rng = np.random.default_rng(self.seed)
+        if self.task_ == "regression":
+            rows = rng.choice(len(y), size=min(len(y), PLOT_POINTS), replace=False)
+            return {"residuals": {"actual": y[rows].tolist(), "predicted": oof[rows].tolist(),
+                                  "residual": (y[rows] - oof[rows]).tolist()}}
+        labels = [str(c) for c in self.classes_]
+        data = {"confusion_matrix": {"labels": labels,
+                                     "matrix": confusion_matrix(y, oof.argmax(axis=1), labels=range(len(labels))).tolist()}}
+        roc = {}
+        for k in ([1] if len(labels) == 2 else range(min(len(labels), 20))):
+            fpr, tpr, _ = roc_curve(y == k, oof[:, k])
+            keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 101)).astype(int))
+            roc[labels[k]] = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+        data["roc"] = roc
+        return data
+
+    def _permutation_importance(self, folds, metric, deadline, repeats=3):
+        """Drop of the validation score when one input column is shuffled, on the
+        out-of-fold rows of each fold's own models: what the model relies on."""
+        rng = np.random.default_rng(self.seed)
+        columns = [c for c, k in self.feature_kinds_.items() if k != "ignored"]
+        per_fold = max(1, IMPORTANCE_ROWS // len(folds.splits))
+        samples = [rng.choice(val, size=min(len(val), per_fold), replace=False) for _, val in folds.splits]
+        y = np.concatenate([folds.y[s] for s in samples])
+        base = np.concatenate([self._predict_fold(f, folds.X.iloc[s]) for f, s in enumerate(samples)])
+        base_gain = metric.gain(metric.score(y, base))
+        drops = []
+        for _ in range(repeats):
+            if drops and deadline is not None and time.monotonic() > deadline:
+                break
+            shuffled = [[] for _ in columns]
+            for f, s in enumerate(samples):
+                rows = folds.X.iloc[s]
+                block = pd.concat([rows] * len(columns), ignore_index=True)
+                for j, c in enumerate(columns):
+                    part = slice(j * len(rows), (j + 1) * len(rows))
+                    block.loc[block.index[part], c] = rng.permutation(rows[c].to_numpy())
+                pred = self._predict_fold(f, block)
+                for j in range(len(columns)):
+                    shuffled[j].append(pred[j * len(rows):(j + 1) * len(rows)])
+            drops.append([base_gain - metric.gain(metric.score(y, np.concatenate(p))) for p in shuffled])
+        drops = np.asarray(drops)
+        table = pd.DataFrame({"feature": columns, "importance": drops.mean(axis=0), "std": drops.std(axis=0)})
+        return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+
+    # --- predict ----------------------------------------------------------------
+    def _check_fitted(self):
+        if "_members" not in self.__dict__:
+            raise NotFittedError("not_fitted")
+
+    def _predict_fold(self, f, X):
+        matrices = {}
+        total = 0.0
+        for candidate, models, weight in self._members:
+            flavour = candidate.flavour
+            if flavour not in matrices:
+                matrices[flavour] = self._preprocessors[f][flavour].transform(X)
+            total = total + weight * predict_matrix(models[f], matrices[flavour], self._context)
+        return total
+
+    def _ensemble_predict(self, X):
+        self._check_fitted()
+        if not isinstance(X, pd.DataFrame):
+            X = pd.DataFrame(np.asarray(X), columns=self.feature_names_in_)
+        X = X.copy()
+        X.columns = [str(c) for c in X.columns]
+        X = coerce(X, self.feature_kinds_).reset_index(drop=True)
+        n_folds = len(self._preprocessors)
+        return sum(self._predict_fold(f, X) for f in range(n_folds)) / n_folds
+
+    def predict_proba(self, X) -> np.ndarray:
+        self._check_fitted()
+        if self.task_ == "regression":
+            raise ParameterError("no_proba", task=self.task_)
+        proba = self._ensemble_predict(X)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        prediction = self._ensemble_predict(X)
+        if self.task_ == "regression":
+            return prediction
+        return self.classes_[prediction.argmax(axis=1)]
+
+    # --- persistence --------------------------------------------------------------
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_cancel", None)
+        state["callback"] = None  # functions of the caller's process do not travel
+        return state
+
+    def save(self, path):
+        from .persistence import save
+
+        self._check_fitted()
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        from .persistence import load
+
+        return load(path)
+
+
+def cuda_status() -> tuple[bool, str]:
+    """Whether xgboost can train on a CUDA GPU here, and why not."""
+    import xgboost
+
+    if not xgboost.build_info().get("USE_CUDA"):
+        return False, "xgboost is the CPU build; install automl-hub[gpu]"
+    if not any(os.path.exists(f"/dev/nvidia{i}") for i in range(8)):
+        return False, "no NVIDIA device"
+    return True, ""
+
+
+def resolve_device(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    available, reason = cuda_status()
+    if device == "cuda" and not available:
+        raise ParameterError("cuda_unavailable", reason=reason)
+    return "cuda" if available else "cpu"

@@ -1,0 +1,286 @@
+"""The model portfolio: families, their strong default configurations, their
+search spaces, and fitting that honours a deadline.
+
+Every family fits on a fold's preprocessed matrix and predicts a matrix of
+class probabilities (classes 0..k-1) or a vector of values. Iterative families
+grow in steps and stop at the deadline or on cancellation, so that a single
+slow model cannot break the time budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import xgboost as xgb
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class Context:
+    """What every fit needs besides the data."""
+
+    task: str
+    n_classes: int
+    seed: int
+    n_jobs: int
+    device: str = "cpu"
+    should_stop: Callable[[], bool] = _never
+    deadline: float | None = None  # time.monotonic() by which this fit should end
+    categorical: np.ndarray | None = None  # mask of ordinal-coded columns (tree flavour)
+
+    @property
+    def classification(self) -> bool:
+        return self.task != "regression"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    family: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def flavour(self) -> str:
+        return FAMILIES[self.family].flavour
+
+
+# --- families ---------------------------------------------------------------------
+
+
+def _fit_dummy(params, ctx, X, y, X_val, y_val):
+    model = DummyClassifier(strategy="prior") if ctx.classification else DummyRegressor()
+    return model.fit(X, y)
+
+
+def _fit_linear(params, ctx, X, y, X_val, y_val):
+    if ctx.classification:
+        model = LogisticRegression(C=params.get("C", 1.0), max_iter=1000, random_state=ctx.seed)
+    else:
+        model = Ridge(alpha=params.get("alpha", 1.0), random_state=ctx.seed)
+    return model.fit(X, y)
+
+
+def _fit_knn(params, ctx, X, y, X_val, y_val):
+    cls = KNeighborsClassifier if ctx.classification else KNeighborsRegressor
+    n_neighbors = min(params.get("n_neighbors", 10), X.shape[0] - 1)
+    model = cls(n_neighbors=n_neighbors, weights=params.get("weights", "distance"), n_jobs=ctx.n_jobs)
+    return model.fit(X, y)
+
+
+class _StopWhen(xgb.callback.TrainingCallback):
+    def __init__(self, should_stop):
+        super().__init__()
+        self.should_stop = should_stop
+
+    def after_iteration(self, model, epoch, evals_log):
+        return self.should_stop()
+
+
+def _fit_xgboost(params, ctx, X, y, X_val, y_val):
+    params = dict(params)
+    if ctx.task == "binary":
+        cls, eval_metric = xgb.XGBClassifier, "logloss"
+    elif ctx.task == "multiclass":
+        cls, eval_metric = xgb.XGBClassifier, "mlogloss"
+    else:
+        cls, eval_metric = xgb.XGBRegressor, "rmse"
+    model = cls(
+        n_estimators=params.pop("n_estimators", 3000),
+        early_stopping_rounds=50,
+        eval_metric=eval_metric,
+        tree_method="hist",
+        device=ctx.device,
+        n_jobs=ctx.n_jobs,
+        random_state=ctx.seed,
+        callbacks=[_StopWhen(ctx.should_stop)],
+        **params,
+    )
+    model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+    model.set_params(callbacks=None)  # the callback holds the search's clock: not for pickling
+    return model
+
+
+def _grow(model, attribute, first, limit, X, y, ctx, **fit_params):
+    """Fit with warm_start in doubling steps (few refits) until `limit`, the
+    estimator's own early stop, or the deadline: each step is sized from the
+    time per unit so far, so the last one does not overshoot."""
+    size = min(first, limit)
+    started = time.monotonic()
+    while True:
+        model.set_params(**{attribute: size}, warm_start=True)
+        model.fit(X, y, **fit_params)
+        if getattr(model, "n_iter_", size) < size or size >= limit or ctx.should_stop():
+            break  # early stopped (boosting), complete, or out of time
+        step = size
+        if ctx.deadline is not None:
+            per_unit = (time.monotonic() - started) / size
+            step = min(step, int((ctx.deadline - time.monotonic()) / max(per_unit, 1e-9)))
+        if step < 1:
+            break
+        size = min(size + step, limit)
+    model.set_params(warm_start=False)
+    return model
+
+
+def _fit_hist_gb(params, ctx, X, y, X_val, y_val):
+    params = dict(params)
+    cls = HistGradientBoostingClassifier if ctx.classification else HistGradientBoostingRegressor
+    categorical = ctx.categorical if ctx.categorical is not None and ctx.categorical.any() else None
+    limit = params.pop("max_iter", 1000)
+    use_val = params.pop("early_stopping", True)
+    model = cls(
+        random_state=ctx.seed,
+        categorical_features=categorical,
+        early_stopping=use_val,
+        n_iter_no_change=20 if use_val else 10,
+        **params,
+    )
+    fit_params = {"X_val": X_val, "y_val": y_val} if use_val is True else {}
+    return _grow(model, "max_iter", 10, limit, X, y, ctx, **fit_params)
+
+
+def _forest_size(n_rows: int) -> int:
+    """Fewer trees on big data: deep forests grow with the rows, in time and memory."""
+    return int(np.clip(3_000_000 / max(n_rows, 1), 50, 300))
+
+
+def _fit_forest(kind):
+    def fit(params, ctx, X, y, X_val, y_val):
+        params = dict(params)
+        classes = {
+            "random_forest": (RandomForestClassifier, RandomForestRegressor),
+            "extra_trees": (ExtraTreesClassifier, ExtraTreesRegressor),
+        }[kind]
+        cls = classes[0] if ctx.classification else classes[1]
+        limit = params.pop("n_estimators", _forest_size(X.shape[0]))
+        if not ctx.classification and "max_features" not in params:
+            params["max_features"] = 1.0 if kind == "extra_trees" else 0.6
+        model = cls(n_jobs=ctx.n_jobs, random_state=ctx.seed, **params)
+        return _grow(model, "n_estimators", max(10, limit // 8), limit, X, y, ctx)
+
+    return fit
+
+
+@dataclass(frozen=True)
+class Family:
+    flavour: str
+    fit: Callable
+    space: Callable | None = None  # optuna trial -> params
+
+
+def _xgb_space(trial):
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "max_depth": trial.suggest_int("max_depth", 2, 10),
+        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10, log=True),
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10, log=True),
+    }
+
+
+def _hgb_space(trial):
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 128, log=True),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 3, 100, log=True),
+        "l2_regularization": trial.suggest_float("l2_regularization", 1e-3, 10, log=True),
+        "max_features": trial.suggest_float("max_features", 0.3, 1.0),
+    }
+
+
+def _forest_space(trial):
+    return {
+        "max_features": trial.suggest_float("max_features", 0.1, 1.0),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 16, log=True),
+    }
+
+
+def _linear_space(trial):
+    return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True)}
+
+
+FAMILIES: dict[str, Family] = {
+    "baseline": Family("tree", _fit_dummy),
+    "linear": Family("linear", _fit_linear, _linear_space),
+    "knn": Family("linear", _fit_knn),
+    "xgboost": Family("tree", _fit_xgboost, _xgb_space),
+    "hist_gb": Family("tree", _fit_hist_gb, _hgb_space),
+    "random_forest": Family("tree", _fit_forest("random_forest"), _forest_space),
+    "extra_trees": Family("tree", _fit_forest("extra_trees"), _forest_space),
+}
+
+
+def portfolio(task: str, n_rows: int) -> list[Candidate]:
+    """Strong default configurations, cheapest and strongest first: at small budgets
+    a good portfolio plus ensembling beats search alone."""
+    out = [
+        Candidate("linear", "linear", {} if task != "regression" else {"alpha": 1.0}),
+        Candidate("hist_gb_default", "hist_gb", {"max_iter": 100, "early_stopping": "auto"}),
+        Candidate("xgboost_1", "xgboost", {"learning_rate": 0.1, "max_depth": 6}),
+        Candidate("extra_trees", "extra_trees", {}),
+        Candidate(
+            "xgboost_2",
+            "xgboost",
+            {"learning_rate": 0.05, "max_depth": 4, "subsample": 0.8, "colsample_bytree": 0.7, "min_child_weight": 2.0},
+        ),
+        Candidate("random_forest", "random_forest", {}),
+        Candidate(
+            "hist_gb_2",
+            "hist_gb",
+            {"learning_rate": 0.05, "max_leaf_nodes": 63, "min_samples_leaf": 10, "l2_regularization": 1.0, "max_features": 0.7},
+        ),
+        Candidate(
+            "xgboost_3",
+            "xgboost",
+            {"learning_rate": 0.03, "max_depth": 8, "subsample": 0.7, "colsample_bytree": 0.5, "min_child_weight": 4.0, "reg_alpha": 0.5},
+        ),
+    ]
+    if n_rows <= 50_000:
+        out.insert(1, Candidate("knn", "knn", {"n_neighbors": 10}))
+    return out
+
+
+def baseline() -> Candidate:
+    return Candidate("baseline", "baseline", {})
+
+
+def fit_model(candidate: Candidate, ctx: Context, X, y, X_val, y_val):
+    return FAMILIES[candidate.family].fit(candidate.params, ctx, X, y, X_val, y_val)
+
+
+def predict_matrix(model, X, ctx: Context) -> np.ndarray:
+    """Class probabilities aligned on classes 0..k-1, or predicted values."""
+    if not ctx.classification:
+        return np.asarray(model.predict(X), dtype=float)
+    proba = np.asarray(model.predict_proba(X), dtype=float)
+    classes = np.asarray(model.classes_)
+    if len(classes) == ctx.n_classes and np.array_equal(classes, np.arange(ctx.n_classes)):
+        return proba
+    full = np.zeros((proba.shape[0], ctx.n_classes))
+    full[:, classes.astype(int)] = proba
+    return full
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start

@@ -1,0 +1,254 @@
+"""The search: folds, trials, and the loop that spends the budget.
+
+Order of work, for accuracy per second: a constant baseline (so there is always
+a model), then the portfolio of strong defaults, then Optuna's TPE on the
+families that did best. Each candidate is fitted on every fold (bagging): its
+fold models are kept for prediction, so no refit is needed at the end and the
+out-of-fold predictions that the ensemble is built on are honest.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+import optuna
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+from .models import FAMILIES, Candidate, Context, baseline, fit_model, portfolio, predict_matrix
+from .metrics import Metric
+from .preprocessing import build_preprocessor, categorical_mask
+
+KEEP_MODELS = 20  # trials whose fold models are kept as ensemble candidates
+PORTFOLIO_SHARE = 1 / 3  # of the remaining time, at most, for one default configuration
+TUNING_SHARE = 1 / 2
+
+# Values of the search-space parameters that a family's constructor uses when a
+# default configuration leaves them out, so defaults can seed the optimizer.
+SPACE_DEFAULTS = {
+    "xgboost": {"min_child_weight": 1.0, "subsample": 1.0, "colsample_bytree": 1.0, "reg_lambda": 1.0, "reg_alpha": 1e-3},
+    "hist_gb": {"max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 1e-3, "max_features": 1.0},
+    "extra_trees": {"max_features": 0.5, "min_samples_leaf": 1},
+    "random_forest": {"max_features": 0.5, "min_samples_leaf": 1},
+    "linear": {"C": 1.0},
+}
+
+
+def make_splits(y: np.ndarray, task: str, seed: int, cv="auto"):
+    """CV for small and medium data, a holdout for large data: the number of fits
+    per candidate is what the budget pays for."""
+    n = len(y)
+    if cv == "auto":
+        cv = 5 if n < 12_000 else 3 if n < 60_000 else 0.2
+    classification = task != "regression"
+    if isinstance(cv, float):
+        index = np.arange(n)
+        train, val = train_test_split(index, test_size=cv, random_state=seed, stratify=y if classification else None)
+        return [(np.sort(train), np.sort(val))]
+    if classification:
+        cv = max(2, min(cv, int(np.bincount(y).min())))
+        splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(cv, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(n), y))
+
+
+class Folds:
+    """Per-fold preprocessed matrices, fitted on the fold's training rows only and
+    computed once per flavour: every candidate of that flavour reuses them."""
+
+    def __init__(self, X, y, splits, kinds, task, seed):
+        self.X, self.y, self.splits = X, y, splits
+        self.kinds, self.task, self.seed = kinds, task, seed
+        self.val_rows = np.concatenate([val for _, val in splits])
+        self.y_val = y[self.val_rows]
+        self.preprocessors = [dict() for _ in splits]
+        self._cache = {}
+
+    def __len__(self):
+        return len(self.splits)
+
+    def get(self, flavour: str, f: int):
+        key = (flavour, f)
+        if key not in self._cache:
+            train, val = self.splits[f]
+            pre = build_preprocessor(flavour, self.kinds, self.task, self.seed)
+            X_train = pre.fit_transform(self.X.iloc[train], self.y[train])
+            X_val = pre.transform(self.X.iloc[val])
+            mask = categorical_mask(pre) if flavour == "tree" else None
+            self.preprocessors[f][flavour] = pre
+            self._cache[key] = (X_train, self.y[train], X_val, self.y[val], mask)
+        return self._cache[key]
+
+    def release(self):
+        self._cache.clear()
+
+
+@dataclass
+class Trial:
+    candidate: Candidate
+    oof: np.ndarray
+    score: float
+    gain: float
+    fit_time: float
+    predict_time: float  # seconds per 1000 rows
+    models: list | None
+
+    @property
+    def name(self):
+        return self.candidate.name
+
+
+class Search:
+    def __init__(self, folds: Folds, metric: Metric, ctx: Context, *, deadline=None, max_trials=None,
+                 cancelled=lambda: False, on_trial=lambda trial, search: None):
+        self.folds, self.metric, self.ctx = folds, metric, ctx
+        self.deadline, self.max_trials = deadline, max_trials
+        self.cancelled, self.on_trial = cancelled, on_trial
+        self.trials: list[Trial] = []
+        self.n_tried = 0  # the baseline does not count against max_trials
+        self.stopped_by = None
+        self.ctx = replace(ctx, should_stop=self.should_stop)
+
+    # --- clock ------------------------------------------------------------------
+    def remaining(self):
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def should_stop(self) -> bool:
+        if self.cancelled():
+            self.stopped_by = "cancelled"
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.stopped_by = self.stopped_by or "budget"
+            return True
+        return False
+
+    def exhausted(self) -> bool:
+        if self.max_trials is not None and self.n_tried >= self.max_trials:
+            return True
+        return self.should_stop()
+
+    def affordable(self, candidate: Candidate) -> bool:
+        """Skip a family whose earlier fits show it cannot finish in what is left."""
+        remaining = self.remaining()
+        same = [t.fit_time for t in self.trials if t.candidate.family == candidate.family]
+        return remaining is None or not same or min(same) <= remaining
+
+    def allowance(self, share: float) -> float | None:
+        """Seconds one candidate may take: a share of what is left, so that no single
+        model eats the budget. Iterative models stop growing when their share is spent
+        and still give a complete (smaller) model."""
+        remaining = self.remaining()
+        return None if remaining is None else max(0.0, remaining * share)
+
+    def evaluate(self, candidate: Candidate, share: float = 1.0) -> Trial | None:
+        predictions, models = [], []
+        fit_time = predict_time = 0.0
+        allowance = self.allowance(share)
+        started = time.monotonic()
+        for f in range(len(self.folds)):
+            remaining = self.remaining()
+            if f and remaining is not None and remaining < fit_time / f and candidate.family != "baseline":
+                return None  # the next fold would end past the deadline
+            X_train, y_train, X_val, y_val, mask = self.folds.get(candidate.flavour, f)
+            ctx = replace(self.ctx, categorical=mask)
+            if allowance is not None:
+                fold_deadline = started + allowance * (f + 1) / len(self.folds)
+                ctx = replace(ctx, deadline=fold_deadline,
+                              should_stop=lambda: self.should_stop() or time.monotonic() >= fold_deadline)
+            start = time.perf_counter()
+            try:
+                model = fit_model(candidate, ctx, X_train, y_train, X_val, y_val)
+            except (ValueError, ArithmeticError, MemoryError):
+                return None  # a configuration that cannot fit these data is not a result
+            fit_time += time.perf_counter() - start
+            if self.should_stop() and f < len(self.folds) - 1 and candidate.family != "baseline":
+                return None  # cut before all folds: its out-of-fold predictions are incomplete
+            start = time.perf_counter()
+            predictions.append(predict_matrix(model, X_val, ctx))
+            predict_time += time.perf_counter() - start
+            models.append(model)
+        oof = np.concatenate(predictions)
+        score = self.metric.score(self.folds.y_val, oof)
+        if not np.isfinite(score):
+            return None
+        trial = Trial(candidate, oof, score, self.metric.gain(score), fit_time,
+                      1000 * predict_time / max(len(oof), 1), models)
+        self.trials.append(trial)
+        self._keep_best_models()
+        self.on_trial(trial, self)
+        return trial
+
+    def _keep_best_models(self):
+        ranked = sorted(self.trials, key=lambda t: -t.gain)
+        for trial in ranked[KEEP_MODELS:]:
+            trial.models = None
+
+    def best(self) -> Trial:
+        return max(self.trials, key=lambda t: t.gain)
+
+    # --- the loop ---------------------------------------------------------------
+    def run(self):
+        self.evaluate(baseline())
+        for candidate in portfolio(self.ctx.task, len(self.folds.y)):
+            if self.exhausted():
+                break
+            if not self.affordable(candidate):
+                continue
+            self.n_tried += 1
+            self.evaluate(candidate, share=PORTFOLIO_SHARE)
+        self._optimize()
+        return self
+
+    def _optimize(self):
+        """TPE on the two best tunable families, two trials to the best for one to the second."""
+        studies = {}
+        step = 0
+        while not self.exhausted():
+            ranked = self._family_ranking()
+            if not ranked:
+                return
+            family = ranked[0] if len(ranked) == 1 or step % 3 != 2 else ranked[1]
+            step += 1
+            study = studies.get(family) or studies.setdefault(family, self._study(family))
+            ask = study.ask()
+            params = FAMILIES[family].space(ask)
+            candidate = Candidate(f"{family}_tuned_{step}", family, params)
+            self.n_tried += 1
+            trial = self.evaluate(candidate, share=TUNING_SHARE)
+            if trial is None:
+                study.tell(ask, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(ask, trial.gain)
+
+    def _family_ranking(self):
+        best = {}
+        for trial in self.trials:
+            family = trial.candidate.family
+            if FAMILIES[family].space is not None:
+                best[family] = max(best.get(family, -np.inf), trial.gain)
+        return sorted(best, key=lambda f: -best[f])[:2]
+
+    def _study(self, family):
+        seed = (self.ctx.seed * 7919 + zlib.crc32(family.encode())) % (2**31)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        probe = study.ask()
+        FAMILIES[family].space(probe)
+        distributions = probe.distributions
+        study.tell(probe, state=optuna.trial.TrialState.FAIL)
+        for trial in self.trials:
+            if trial.candidate.family != family:
+                continue
+            params = {**SPACE_DEFAULTS.get(family, {}), **trial.candidate.params}
+            params = {k: params[k] for k in distributions if k in params}
+            try:
+                study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=trial.gain))
+            except ValueError:
+                continue  # a default outside the space (e.g. sklearn's own HGB settings)
+        return study
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
