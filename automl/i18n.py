@@ -284,6 +284,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "{rows} prediction(s) written to '{path}'.",
         "fr": "{rows} prédiction(s) écrite(s) dans « {path} ».",
     },
+    "cli_label": {"en": "{label}:", "fr": "{label} :"},
+    "sample_written": {
+        "en": "{path}: {rows} rows of synthetic customer churn.",
+        "fr": "{path} : {rows} lignes de données synthétiques d'attrition client.",
+    },
     "cli_info_format": {"en": "Format", "fr": "Format"},
     "cli_info_task": {"en": "Task", "fr": "Tâche"},
     "cli_info_metric": {"en": "Metric", "fr": "Métrique"},

@@ -242,3 +242,29 @@ def test_xgboost_trains_on_the_gpu(binary_df):
         c.family == "xgboost" for c, _, _ in model._members) else None
     if member is not None:
         assert member[0].get_params()["device"] == "cuda"
+
+
+def test_large_data_is_subsampled_for_the_search(monkeypatch, binary_df):
+    from automl.engine import core
+
+    monkeypatch.setattr(core, "MIN_SAMPLE_ROWS", 200)
+    monkeypatch.setattr(core, "SAMPLE_ROWS_PER_SECOND", 10)
+    model = AutoML(time_budget=5, max_trials=1).fit(binary_df, target="bought")
+    guard = next(g for g in model.guardrails_ if g["code"] == "guard_subsampled")
+    assert guard["params"] == {"rows": 400, "sample": 200}
+    assert model.plot_data_["confusion_matrix"]["matrix"] and sum(map(sum, model.plot_data_["confusion_matrix"]["matrix"])) == 200
+
+
+def test_a_failing_model_family_does_not_fail_the_fit(monkeypatch, binary_df):
+    from dataclasses import replace
+
+    from automl.engine import models
+
+    def broken(*args):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setitem(models.FAMILIES, "xgboost", replace(models.FAMILIES["xgboost"], fit=broken))
+    model = AutoML(time_budget=None, max_trials=4).fit(binary_df, target="bought")
+    assert {"model": "xgboost_1", "error": "RuntimeError: simulated crash"} in model.failures_
+    assert "xgboost_1" not in set(model.leaderboard_["model"])
+    assert model.best_score_ > 0.75

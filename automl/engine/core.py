@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.metrics import confusion_matrix, roc_curve
+from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 
 from ..errors import NotFittedError, ParameterError
 from . import checks
@@ -23,6 +25,8 @@ MAX_BUDGET = 7 * 24 * 3600
 SEARCH_SHARE = 0.92  # of the budget; the rest ensembles and explains
 IMPORTANCE_ROWS = 2000
 PLOT_POINTS = 1000
+SAMPLE_ROWS_PER_SECOND = 2000  # rows the search can afford per second of budget on 2 cores
+MIN_SAMPLE_ROWS = 50_000
 
 
 class AutoML(BaseEstimator):
@@ -119,6 +123,8 @@ class AutoML(BaseEstimator):
             self.classes_, y_encoded = np.unique(y.to_numpy(), return_inverse=True)
         X = coerce(X, kinds).reset_index(drop=True)
         guards += column_guards + checks.leakage_guards(X, y_encoded, kinds, task, self.seed)
+        X, y_encoded, sample_guards = self._subsample(X, y_encoded, task)
+        guards += sample_guards
 
         n_jobs = self.n_jobs if self.n_jobs and self.n_jobs > 0 else len(os.sched_getaffinity(0))
         ctx = Context(task, 0 if self.classes_ is None else len(self.classes_), self.seed, n_jobs, device)
@@ -140,12 +146,13 @@ class AutoML(BaseEstimator):
                        best_score=best.score, best_model=best.name, elapsed=elapsed,
                        remaining=None if budget is None else max(0.0, budget - elapsed))
 
-        search = Search(folds, metric, ctx, deadline=deadline, max_trials=max_trials,
-                        cancelled=cancel.is_set, on_trial=on_trial).run()
-        folds.release()
-        if search.stopped_by == "budget" and len(search.trials) < 4:
-            guards.append(checks.guardrail("guard_budget_short", count=len(search.trials)))
-        self._finish(search, folds, metric, ctx, guards, started)
+        with threadpool_limits(n_jobs):  # OpenMP/BLAS inside sklearn follow n_jobs too
+            search = Search(folds, metric, ctx, deadline=deadline, max_trials=max_trials,
+                            cancelled=cancel.is_set, on_trial=on_trial).run()
+            folds.release()
+            if search.stopped_by == "budget" and len(search.trials) < 4:
+                guards.append(checks.guardrail("guard_budget_short", count=len(search.trials)))
+            self._finish(search, folds, metric, ctx, guards, started)
         if cancel.is_set():
             self._emit("cancelled", n_trials=len(search.trials), elapsed=time.monotonic() - started,
                        remaining=0.0, best_score=self.best_score_, best_model=self.best_model_)
@@ -153,6 +160,20 @@ class AutoML(BaseEstimator):
         self._emit("done", n_trials=len(search.trials), elapsed=time.monotonic() - started, remaining=0.0,
                    best_score=self.best_score_, best_model=self.best_model_)
         return self
+
+    def _subsample(self, X, y, task):
+        """Cap the rows the search trains on, in proportion to the budget: a model
+        that sees a stratified sample and finishes beats one that sees everything
+        and does not."""
+        limit = SAMPLE_ROWS_PER_SECOND * (self.time_budget or np.inf)
+        limit = max(MIN_SAMPLE_ROWS, limit)
+        if len(X) <= limit:
+            return X, y, []
+        rows, _ = train_test_split(np.arange(len(X)), train_size=int(limit), random_state=self.seed,
+                                   stratify=y if task != "regression" else None)
+        rows = np.sort(rows)
+        guard = checks.guardrail("guard_subsampled", rows=len(X), sample=len(rows))
+        return X.iloc[rows].reset_index(drop=True), y[rows], [guard]
 
     def _finish(self, search, folds, metric, ctx, guards, started):
         trials = [t for t in search.trials if t.models is not None and t.candidate.family != "baseline"]
@@ -177,6 +198,7 @@ class AutoML(BaseEstimator):
         self.feature_importance_ = self._permutation_importance(folds, metric, deadline)
         self.guardrails_ = guards
         self.n_trials_ = len(search.trials)
+        self.failures_ = search.failures
         self.stopped_by_ = search.stopped_by or "completed"
         self.fit_time_ = time.monotonic() - started
 
@@ -219,7 +241,7 @@ class AutoML(BaseEstimator):
         out-of-fold rows of each fold's own models: what the model relies on."""
         rng = np.random.default_rng(self.seed)
         columns = [c for c, k in self.feature_kinds_.items() if k != "ignored"]
-        per_fold = max(1, IMPORTANCE_ROWS // len(folds.splits))
+        per_fold = max(20, min(IMPORTANCE_ROWS, 200_000 // len(columns)) // len(folds.splits))
         samples = [rng.choice(val, size=min(len(val), per_fold), replace=False) for _, val in folds.splits]
         y = np.concatenate([folds.y[s] for s in samples])
         base = np.concatenate([self._predict_fold(f, folds.X.iloc[s]) for f, s in enumerate(samples)])

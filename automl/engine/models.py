@@ -43,6 +43,7 @@ class Context:
     device: str = "cpu"
     should_stop: Callable[[], bool] = _never
     deadline: float | None = None  # time.monotonic() by which this fit should end
+    n_folds: int = 1
     categorical: np.ndarray | None = None  # mask of ordinal-coded columns (tree flavour)
 
     @property
@@ -156,9 +157,11 @@ def _fit_hist_gb(params, ctx, X, y, X_val, y_val):
     return _grow(model, "max_iter", 10, limit, X, y, ctx, **fit_params)
 
 
-def _forest_size(n_rows: int) -> int:
-    """Fewer trees on big data: deep forests grow with the rows, in time and memory."""
-    return int(np.clip(3_000_000 / max(n_rows, 1), 50, 300))
+def _forest_size(n_rows: int, n_folds: int) -> int:
+    """Trees per fold model. The fold models are averaged at predict time, so k
+    folds of 300/k trees make a forest of 300; and fewer trees on big data, where
+    deep trees grow with the rows, in time and memory."""
+    return int(np.clip(3_000_000 / max(n_rows, 1), 50, max(100, 300 // n_folds)))
 
 
 def _fit_forest(kind):
@@ -169,7 +172,7 @@ def _fit_forest(kind):
             "extra_trees": (ExtraTreesClassifier, ExtraTreesRegressor),
         }[kind]
         cls = classes[0] if ctx.classification else classes[1]
-        limit = params.pop("n_estimators", _forest_size(X.shape[0]))
+        limit = params.pop("n_estimators", _forest_size(X.shape[0], ctx.n_folds))
         if not ctx.classification and "max_features" not in params:
             params["max_features"] = 1.0 if kind == "extra_trees" else 0.6
         model = cls(n_jobs=ctx.n_jobs, random_state=ctx.seed, **params)

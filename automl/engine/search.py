@@ -21,7 +21,7 @@ from .models import FAMILIES, Candidate, Context, baseline, fit_model, portfolio
 from .metrics import Metric
 from .preprocessing import build_preprocessor, categorical_mask
 
-KEEP_MODELS = 20  # trials whose fold models are kept as ensemble candidates
+KEEP_MODELS = 10  # trials whose fold models are kept as ensemble candidates
 PORTFOLIO_SHARE = 1 / 3  # of the remaining time, at most, for one default configuration
 TUNING_SHARE = 1 / 2
 
@@ -108,9 +108,10 @@ class Search:
         self.deadline, self.max_trials = deadline, max_trials
         self.cancelled, self.on_trial = cancelled, on_trial
         self.trials: list[Trial] = []
+        self.failures: list[dict] = []  # models that raised, with the reason
         self.n_tried = 0  # the baseline does not count against max_trials
         self.stopped_by = None
-        self.ctx = replace(ctx, should_stop=self.should_stop)
+        self.ctx = replace(ctx, should_stop=self.should_stop, n_folds=len(folds))
 
     # --- clock ------------------------------------------------------------------
     def remaining(self):
@@ -161,8 +162,9 @@ class Search:
             start = time.perf_counter()
             try:
                 model = fit_model(candidate, ctx, X_train, y_train, X_val, y_val)
-            except (ValueError, ArithmeticError, MemoryError):
-                return None  # a configuration that cannot fit these data is not a result
+            except Exception as error:  # noqa: BLE001 - one failing model must not fail the fit
+                self.failures.append({"model": candidate.name, "error": f"{type(error).__name__}: {error}"})
+                return None
             fit_time += time.perf_counter() - start
             if self.should_stop() and f < len(self.folds) - 1 and candidate.family != "baseline":
                 return None  # cut before all folds: its out-of-fold predictions are incomplete
