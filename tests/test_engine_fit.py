@@ -268,3 +268,36 @@ def test_a_failing_model_family_does_not_fail_the_fit(monkeypatch, binary_df):
     assert {"model": "xgboost_1", "error": "RuntimeError: simulated crash"} in model.failures_
     assert "xgboost_1" not in set(model.leaderboard_["model"])
     assert model.best_score_ > 0.75
+
+
+def test_fold_models_on_disk_are_cleaned_up(binary_df, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    AutoML(time_budget=None, max_trials=2).fit(binary_df, target="bought")
+
+    def crash(event):
+        if event["event"] == "trial":
+            raise RuntimeError("the caller's callback broke")
+
+    with pytest.raises(RuntimeError):
+        AutoML(time_budget=None, max_trials=2, callback=crash).fit(binary_df, target="bought")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temperature_scaling_repairs_overconfident_probabilities():
+    from automl.engine.core import fit_temperature, scale_temperature
+    from automl.engine.metrics import METRICS
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    logits = rng.normal(size=(600, 3))
+    logits[np.arange(600), y] += 1.0
+    honest = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    overconfident = scale_temperature(honest, 0.3)
+    temperature = fit_temperature(overconfident, y)
+    assert 2.5 < temperature < 4.5  # about 1 / 0.3: sharpened probabilities are softened back
+    repaired = scale_temperature(overconfident, temperature)
+    log_loss = METRICS["log_loss"]
+    assert log_loss.score(y, repaired) < log_loss.score(y, overconfident)
+    np.testing.assert_array_equal(repaired.argmax(axis=1), overconfident.argmax(axis=1))

@@ -146,13 +146,17 @@ class AutoML(BaseEstimator):
                        best_score=best.score, best_model=best.name, elapsed=elapsed,
                        remaining=None if budget is None else max(0.0, budget - elapsed))
 
-        with threadpool_limits(n_jobs):  # OpenMP/BLAS inside sklearn follow n_jobs too
-            search = Search(folds, metric, ctx, deadline=deadline, max_trials=max_trials,
-                            cancelled=cancel.is_set, on_trial=on_trial).run()
-            folds.release()
-            if search.stopped_by == "budget" and len(search.trials) < 4:
-                guards.append(checks.guardrail("guard_budget_short", count=len(search.trials)))
-            self._finish(search, folds, metric, ctx, guards, started)
+        search = Search(folds, metric, ctx, deadline=deadline, max_trials=max_trials,
+                        cancelled=cancel.is_set, on_trial=on_trial)
+        try:
+            with threadpool_limits(n_jobs):  # OpenMP/BLAS inside sklearn follow n_jobs too
+                search.run()
+                folds.release()
+                if search.stopped_by == "budget" and len(search.trials) < 4:
+                    guards.append(checks.guardrail("guard_budget_short", count=len(search.trials)))
+                self._finish(search, folds, metric, ctx, guards, started)
+        finally:
+            search.store.close()
         if cancel.is_set():
             self._emit("cancelled", n_trials=len(search.trials), elapsed=time.monotonic() - started,
                        remaining=0.0, best_score=self.best_score_, best_model=self.best_model_)
@@ -176,15 +180,19 @@ class AutoML(BaseEstimator):
         return X.iloc[rows].reset_index(drop=True), y[rows], [guard]
 
     def _finish(self, search, folds, metric, ctx, guards, started):
-        trials = [t for t in search.trials if t.models is not None and t.candidate.family != "baseline"]
+        trials = [t for t in search.trials if t.models_path is not None and t.candidate.family != "baseline"]
         trials = trials or [search.trials[0]]  # nothing but the baseline finished
         weights = greedy_selection([t.oof for t in trials], folds.y_val, metric, self.ensemble_size) \
             if self.ensemble_size else np.eye(len(trials))[np.argmax([t.gain for t in trials])]
         members = [(t, w) for t, w in zip(trials, weights) if w > 0]
-        self._members = [(t.candidate, t.models, float(w)) for t, w in members]
+        self._members = [(t.candidate, search.store.get(t.models_path), float(w)) for t, w in members]
         self._preprocessors = folds.preprocessors
         self._context = Context(ctx.task, ctx.n_classes, ctx.seed, ctx.n_jobs, ctx.device)
         oof = sum(w * t.oof for t, w in members)
+        self.temperature_ = 1.0
+        if ctx.task != "regression" and metric.name == "log_loss":
+            self.temperature_ = fit_temperature(oof, folds.y_val)
+            oof = scale_temperature(oof, self.temperature_)
         self.ensemble_ = [{"model": t.name, "family": t.candidate.family, "weight": float(w)} for t, w in members]
         self.best_score_ = metric.score(folds.y_val, oof)
         self.best_model_ = "ensemble" if len(members) > 1 else members[0][0].name
@@ -295,7 +303,7 @@ class AutoML(BaseEstimator):
         if self.task_ == "regression":
             raise ParameterError("no_proba", task=self.task_)
         proba = self._ensemble_predict(X)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return scale_temperature(proba / proba.sum(axis=1, keepdims=True), self.temperature_)
 
     def predict(self, X) -> np.ndarray:
         prediction = self._ensemble_predict(X)
@@ -321,6 +329,29 @@ class AutoML(BaseEstimator):
         from .persistence import load
 
         return load(path)
+
+
+def scale_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    if temperature == 1.0:
+        return proba
+    logits = np.log(np.clip(proba, 1e-15, None)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
+    """Temperature scaling (Guo et al., 2017) of the ensemble's out-of-fold
+    probabilities: one parameter, so it fixes over- or under-confidence for log
+    loss without changing which class wins."""
+    from scipy.optimize import minimize_scalar
+
+    def loss(log_t):
+        p = scale_temperature(proba, float(np.exp(log_t)))
+        return -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-15, None)))
+
+    best = minimize_scalar(loss, bounds=(-1.5, 1.5), method="bounded")
+    return float(np.exp(best.x)) if best.fun < loss(0.0) - 1e-4 else 1.0
 
 
 def cuda_status() -> tuple[bool, str]:

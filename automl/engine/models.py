@@ -102,6 +102,9 @@ def _fit_xgboost(params, ctx, X, y, X_val, y_val):
         cls, eval_metric = xgb.XGBClassifier, "mlogloss"
     else:
         cls, eval_metric = xgb.XGBRegressor, "rmse"
+    if ctx.categorical is not None and ctx.categorical.any():
+        # Native categorical splits on the ordinal codes, rather than treating codes as numbers.
+        params.update(enable_categorical=True, feature_types=["c" if c else "q" for c in ctx.categorical])
     model = cls(
         n_estimators=params.pop("n_estimators", 3000),
         early_stopping_rounds=50,
@@ -161,7 +164,21 @@ def _forest_size(n_rows: int, n_folds: int) -> int:
     """Trees per fold model. The fold models are averaged at predict time, so k
     folds of 300/k trees make a forest of 300; and fewer trees on big data, where
     deep trees grow with the rows, in time and memory."""
-    return int(np.clip(3_000_000 / max(n_rows, 1), 50, max(100, 300 // n_folds)))
+    most = 150 if n_rows <= 5000 else max(50, 300 // n_folds)  # small data: trees are cheap
+    return int(np.clip(3_000_000 / max(n_rows, 1), 50, most))
+
+
+FOREST_MEMORY = 150e6  # bytes for all fold models of one forest candidate
+
+
+def _min_leaf_for_memory(n_rows: int, n_trees: int, ctx: Context) -> int:
+    """Smallest leaf size that keeps a bagged forest within FOREST_MEMORY. A fully
+    grown regression tree has about 2n nodes (a classification tree, being pure
+    sooner, far fewer); each node costs 64 bytes plus one float per class."""
+    node_bytes = 64 + 8 * max(ctx.n_classes, 1)
+    nodes_per_row = 0.5 if ctx.classification else 2.0
+    total = nodes_per_row * n_rows * n_trees * ctx.n_folds * node_bytes
+    return max(1, int(np.ceil(total / FOREST_MEMORY)))
 
 
 def _fit_forest(kind):
@@ -173,6 +190,8 @@ def _fit_forest(kind):
         }[kind]
         cls = classes[0] if ctx.classification else classes[1]
         limit = params.pop("n_estimators", _forest_size(X.shape[0], ctx.n_folds))
+        floor = _min_leaf_for_memory(X.shape[0], limit, ctx)
+        params["min_samples_leaf"] = max(params.get("min_samples_leaf", 1), floor)
         if not ctx.classification and "max_features" not in params:
             params["max_features"] = 1.0 if kind == "extra_trees" else 0.6
         model = cls(n_jobs=ctx.n_jobs, random_state=ctx.seed, **params)

@@ -9,6 +9,11 @@ out-of-fold predictions that the ensemble is built on are honest.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import pickle
+import shutil
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, replace
@@ -21,7 +26,7 @@ from .models import FAMILIES, Candidate, Context, baseline, fit_model, portfolio
 from .metrics import Metric
 from .preprocessing import build_preprocessor, categorical_mask
 
-KEEP_MODELS = 10  # trials whose fold models are kept as ensemble candidates
+KEEP_MODELS = 12  # trials whose fold models are kept (on disk) as ensemble candidates
 PORTFOLIO_SHARE = 1 / 3  # of the remaining time, at most, for one default configuration
 TUNING_SHARE = 1 / 2
 
@@ -41,7 +46,7 @@ def make_splits(y: np.ndarray, task: str, seed: int, cv="auto"):
     per candidate is what the budget pays for."""
     n = len(y)
     if cv == "auto":
-        cv = 5 if n < 12_000 else 3 if n < 60_000 else 0.2
+        cv = 8 if n < 2_000 else 5 if n < 12_000 else 3 if n < 60_000 else 0.2
     classification = task != "regression"
     if isinstance(cv, float):
         index = np.arange(n)
@@ -86,6 +91,44 @@ class Folds:
         self._cache.clear()
 
 
+def release_memory() -> None:
+    """Hand freed heap back to the OS. Threads that fit models leave glibc arenas
+    full of freed blocks; without this, resident memory only ever grows."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+class ModelStore:
+    """Fold models wait on disk between their evaluation and the ensemble, so the
+    search holds one candidate's models in memory at a time: deep forests bagged
+    over five folds would otherwise dominate peak memory."""
+
+    def __init__(self):
+        self.directory = tempfile.mkdtemp(prefix="automl-models-")
+        self._count = 0
+
+    def put(self, models) -> str:
+        self._count += 1
+        path = os.path.join(self.directory, f"{self._count}.pkl")
+        with open(path, "wb") as handle:
+            pickle.dump(models, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        return path
+
+    @staticmethod
+    def get(path: str):
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+
+    @staticmethod
+    def drop(path: str):
+        os.remove(path)
+
+    def close(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 @dataclass
 class Trial:
     candidate: Candidate
@@ -94,7 +137,7 @@ class Trial:
     gain: float
     fit_time: float
     predict_time: float  # seconds per 1000 rows
-    models: list | None
+    models_path: str | None  # in the ModelStore; None once pruned
 
     @property
     def name(self):
@@ -108,6 +151,7 @@ class Search:
         self.deadline, self.max_trials = deadline, max_trials
         self.cancelled, self.on_trial = cancelled, on_trial
         self.trials: list[Trial] = []
+        self.store = ModelStore()
         self.failures: list[dict] = []  # models that raised, with the reason
         self.n_tried = 0  # the baseline does not count against max_trials
         self.stopped_by = None
@@ -177,7 +221,9 @@ class Search:
         if not np.isfinite(score):
             return None
         trial = Trial(candidate, oof, score, self.metric.gain(score), fit_time,
-                      1000 * predict_time / max(len(oof), 1), models)
+                      1000 * predict_time / max(len(oof), 1), self.store.put(models))
+        del models
+        release_memory()
         self.trials.append(trial)
         self._keep_best_models()
         self.on_trial(trial, self)
@@ -186,13 +232,16 @@ class Search:
     def _keep_best_models(self):
         ranked = sorted(self.trials, key=lambda t: -t.gain)
         for trial in ranked[KEEP_MODELS:]:
-            trial.models = None
+            if trial.models_path is not None:
+                self.store.drop(trial.models_path)
+                trial.models_path = None
 
     def best(self) -> Trial:
         return max(self.trials, key=lambda t: t.gain)
 
     # --- the loop ---------------------------------------------------------------
     def run(self):
+        """Baseline, portfolio, tuning. The caller closes `self.store` when done."""
         self.evaluate(baseline())
         for candidate in portfolio(self.ctx.task, len(self.folds.y)):
             if self.exhausted():
