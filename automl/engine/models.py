@@ -168,17 +168,17 @@ def _forest_size(n_rows: int, n_folds: int) -> int:
     return int(np.clip(3_000_000 / max(n_rows, 1), 50, most))
 
 
-FOREST_MEMORY = 150e6  # bytes for all fold models of one forest candidate
+FOREST_MEMORY = 250e6  # bytes for all fold models of one forest candidate
 
 
 def _min_leaf_for_memory(n_rows: int, n_trees: int, ctx: Context) -> int:
     """Smallest leaf size that keeps a bagged forest within FOREST_MEMORY. A fully
-    grown regression tree has about 2n nodes (a classification tree, being pure
-    sooner, far fewer); each node costs 64 bytes plus one float per class."""
+    grown regression tree has about 2n nodes, a classification tree about n (measured
+    on noisy labels); each node costs 64 bytes plus one float per class."""
     node_bytes = 64 + 8 * max(ctx.n_classes, 1)
-    nodes_per_row = 0.5 if ctx.classification else 2.0
+    nodes_per_row = 1.0 if ctx.classification else 2.0
     total = nodes_per_row * n_rows * n_trees * ctx.n_folds * node_bytes
-    return max(1, int(np.ceil(total / FOREST_MEMORY)))
+    return max(1, int(total / FOREST_MEMORY))
 
 
 def _fit_forest(kind):
