@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import NotFittedError, ParameterError
 from . import checks
 from .ensemble import greedy_selection
-from .metrics import DEFAULT_METRIC, METRICS, TASKS, metrics_for, report
+from .metrics import DEFAULT_METRIC, METRICS, metrics_for, report
 from .models import Context, predict_matrix
 from .preprocessing import coerce
 from .search import Folds, Search, make_splits
@@ -103,8 +103,6 @@ class AutoML(BaseEstimator):
         cancel = self._cancel_event()
         device = resolve_device(self.device)
         X, y = checks.split_target(X, y, target)
-        if self.task not in ("auto", *TASKS):
-            raise ParameterError("bad_task", value=self.task, choices=", ".join(("auto", *TASKS)))
         X, y, task, guards = checks.check_target(X, y, self.task)
         metric = self._resolve_metric(task)
         kinds, column_guards = checks.infer_column_kinds(X)

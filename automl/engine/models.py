@@ -301,8 +301,3 @@ def predict_matrix(model, X, ctx: Context) -> np.ndarray:
     full[:, classes.astype(int)] = proba
     return full
 
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
