@@ -215,6 +215,10 @@ class Search:
             start = time.perf_counter()
             predictions.append(predict_matrix(model, X_val, ctx))
             predict_time += time.perf_counter() - start
+            compact = FAMILIES[candidate.family].compact
+            if compact is not None:
+                model = compact(model, ctx)
+                release_memory()
             models.append(model)
         oof = np.concatenate(predictions)
         score = self.metric.score(self.folds.y_val, oof)
