@@ -12,6 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# configurable-http-proxy, JupyterHub's proxy, comes from npm.
+node_modules/.installed: package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
 # Until the hub lands, "the platform" is the engine behind its CLI: train on a
 # generated sample and print the leaderboard.
 start: $(VENV)/.installed
@@ -20,7 +25,7 @@ start: $(VENV)/.installed
 	$(VENV)/bin/automl train demo/churn.csv --target churned --time-budget 30 --out demo/churn.automl
 	$(VENV)/bin/automl info demo/churn.automl
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

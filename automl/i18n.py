@@ -147,6 +147,466 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "The time budget ran out after {count} model(s); a longer budget may give a better model.",
         "fr": "Le budget de temps s'est épuisé après {count} modèle(s) ; un budget plus long peut donner un meilleur modèle.",
     },
+    # --- settings and secrets ------------------------------------------------
+    "setting_not_boolean": {
+        "en": "Setting {name}={value} is not a yes/no value: use true or false.",
+        "fr": "Le réglage {name}={value} n'est pas une valeur oui/non : utilisez true ou false.",
+    },
+    "setting_not_integer": {
+        "en": "Setting {name}={value} is not a whole number.",
+        "fr": "Le réglage {name}={value} n'est pas un nombre entier.",
+    },
+    "setting_too_small": {
+        "en": "Setting {name}={value} is too small: the minimum is {low}.",
+        "fr": "Le réglage {name}={value} est trop petit : le minimum est {low}.",
+    },
+    "setting_not_size": {
+        "en": "Setting {name}={value} is not a size: write for example 500MB, 2GB or a number of bytes.",
+        "fr": "Le réglage {name}={value} n'est pas une taille : écrivez par exemple 500MB, 2GB ou un nombre d'octets.",
+    },
+    "setting_bad_choice": {
+        "en": "Setting {name}={value} is not one of: {choices}.",
+        "fr": "Le réglage {name}={value} ne fait pas partie de : {choices}.",
+    },
+    "secret_missing": {
+        "en": "{name} is not set: production refuses to start without it (see .env.example).",
+        "fr": "{name} n'est pas défini : la production refuse de démarrer sans lui (voir .env.example).",
+    },
+    "secret_example": {
+        "en": "{name} still has an example value: set a real secret before starting in production.",
+        "fr": "{name} a encore une valeur d'exemple : définissez un vrai secret avant de démarrer en production.",
+    },
+    "secrets_file_open": {
+        "en": "The secrets file {path} can be read by other users: make it private (chmod 600).",
+        "fr": "Le fichier de secrets {path} est lisible par d'autres utilisateurs : rendez-le privé (chmod 600).",
+    },
+    # --- storage (automl/storage.py, automl/signing.py) ---------------------
+    "storage_bad_tenant": {
+        "en": "'{value}' is not a valid organisation name for stored files: use lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters.",
+        "fr": "« {value} » n'est pas un nom d'organisation valide pour les fichiers stockés : utilisez des minuscules, des chiffres et « - », en commençant par une lettre ou un chiffre, 63 caractères au plus.",
+    },
+    "storage_bad_kind": {
+        "en": "'{value}' is not a kind of stored file. Choose one of: {choices}.",
+        "fr": "« {value} » n'est pas un type de fichier stocké. Choisissez parmi : {choices}.",
+    },
+    "storage_bad_id": {
+        "en": "'{value}' is not a valid identifier for stored files: use letters, digits, '_' and '-', at most 64 characters.",
+        "fr": "« {value} » n'est pas un identifiant valide pour les fichiers stockés : utilisez des lettres, des chiffres, « _ » et « - », 64 caractères au plus.",
+    },
+    "storage_bad_name": {
+        "en": "'{value}' cannot be used as a stored file name: use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 128 characters, without '/' or '..'. Rename the file and try again.",
+        "fr": "« {value} » ne peut pas servir de nom de fichier stocké : utilisez des lettres, des chiffres, « . », « _ » et « - », en commençant par une lettre ou un chiffre, 128 caractères au plus, sans « / » ni « .. ». Renommez le fichier et réessayez.",
+    },
+    "storage_bad_key": {
+        "en": "'{value}' is not a storage key: keys have the form organisation/kind/id/name and are built by the platform.",
+        "fr": "« {value} » n'est pas une clé de stockage : les clés ont la forme organisation/type/identifiant/nom et sont construites par la plateforme.",
+    },
+    "storage_bad_prefix": {
+        "en": "'{value}' is not a storage prefix: prefixes have the form organisation/, organisation/kind/ or organisation/kind/id/ and are built by the platform.",
+        "fr": "« {value} » n'est pas un préfixe de stockage : les préfixes ont la forme organisation/, organisation/type/ ou organisation/type/identifiant/ et sont construits par la plateforme.",
+    },
+    "storage_outside_root": {
+        "en": "'{key}' would lead outside the storage folder: it is refused. An administrator should check the links inside the storage folder.",
+        "fr": "« {key} » mènerait hors du dossier de stockage : refusé. Un administrateur doit vérifier les liens présents dans le dossier de stockage.",
+    },
+    "artifact_missing": {
+        "en": "The stored file '{key}' does not exist: it may have been deleted.",
+        "fr": "Le fichier stocké « {key} » n'existe pas : il a peut-être été supprimé.",
+    },
+    "artifact_incomplete": {
+        "en": "The transfer of '{key}' stopped after {received} of {expected} bytes, so nothing was stored. Try again.",
+        "fr": "Le transfert de « {key} » s'est arrêté après {received} octets sur {expected} : rien n'a été enregistré. Réessayez.",
+    },
+    "storage_disabled": {
+        "en": "File storage is turned off on this deployment ({setting}=none): data sets, models and reports cannot be saved or read. An administrator can turn it on by setting {setting} to local, s3 or gcs.",
+        "fr": "Le stockage des fichiers est désactivé sur ce déploiement ({setting}=none) : jeux de données, modèles et rapports ne peuvent être ni enregistrés ni lus. Un administrateur peut l'activer en réglant {setting} sur local, s3 ou gcs.",
+    },
+    "storage_not_configured": {
+        "en": "{setting} is not set, but the {backend} storage needs it: set it, or choose another STORAGE_BACKEND.",
+        "fr": "{setting} n'est pas défini, alors que le stockage {backend} en a besoin : définissez-le, ou choisissez un autre STORAGE_BACKEND.",
+    },
+    "storage_unreachable": {
+        "en": "The file storage at {endpoint} cannot be reached ({reason}). Check that it is running and that its address is right.",
+        "fr": "Le stockage de fichiers à l'adresse {endpoint} est injoignable ({reason}). Vérifiez qu'il fonctionne et que son adresse est juste.",
+    },
+    "storage_failed": {
+        "en": "The file storage at {endpoint} refused the operation ({reason}). Check its access keys and permissions.",
+        "fr": "Le stockage de fichiers à l'adresse {endpoint} a refusé l'opération ({reason}). Vérifiez ses clés d'accès et ses droits.",
+    },
+    "artifact_unsigned": {
+        "en": "This model file has no platform signature: only models trained on this platform can be loaded here.",
+        "fr": "Ce fichier de modèle n'a pas de signature de la plateforme : seuls les modèles entraînés sur cette plateforme peuvent être chargés ici.",
+    },
+    "artifact_tampered": {
+        "en": "This model file does not match its signature: it was changed, or was not written by this platform. It is refused; train the model again.",
+        "fr": "Ce fichier de modèle ne correspond pas à sa signature : il a été modifié, ou n'a pas été écrit par cette plateforme. Il est refusé ; entraînez à nouveau le modèle.",
+    },
+    "artifact_signature_version": {
+        "en": "This model file is signed with scheme '{version}', which this version of the platform does not know. It is refused; train the model again.",
+        "fr": "Ce fichier de modèle est signé avec le schéma « {version} », inconnu de cette version de la plateforme. Il est refusé ; entraînez à nouveau le modèle.",
+    },
+    # --- metadata and quotas (automl/db/, automl/quotas.py) -----------------
+    "not_found": {
+        "en": "No {kind} with id '{id}' was found in your team. Check the id, or list your {kind}s to find it.",
+        "fr": "Aucun élément « {kind} » avec l'identifiant « {id} » dans votre équipe. Vérifiez l'identifiant, ou affichez la liste pour le retrouver.",
+    },
+    "tenant_name_invalid": {
+        "en": "'{name}' cannot name a team: use 1 to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+        "fr": "« {name} » ne peut pas nommer une équipe : utilisez 1 à 63 lettres minuscules, chiffres, « - » ou « _ », en commençant par une lettre ou un chiffre.",
+    },
+    "plan_unknown": {
+        "en": "There is no plan named '{plan}'. Plans: {choices}.",
+        "fr": "Il n'existe pas d'offre nommée « {plan} ». Offres : {choices}.",
+    },
+    "record_bad_choice": {
+        "en": "'{value}' is not a valid {field}. Choose one of: {choices}.",
+        "fr": "« {value} » n'est pas une valeur possible pour {field}. Choisissez parmi : {choices}.",
+    },
+    "usage_amount_invalid": {
+        "en": "A usage amount of {kind} must be a finite number of at least 0; got {value!r}.",
+        "fr": "Une consommation de {kind} doit être un nombre fini, au moins 0 ; reçu {value!r}.",
+    },
+    "database_url_unsupported": {
+        "en": "DATABASE_URL uses '{scheme}', which is not supported: use sqlite:///path/to/file.sqlite or postgresql://user:password@host/database.",
+        "fr": "DATABASE_URL utilise « {scheme} », qui n'est pas pris en charge : utilisez sqlite:///chemin/fichier.sqlite ou postgresql://utilisateur:motdepasse@hôte/base.",
+    },
+    "quota_jobs_running": {
+        "en": "Your team already has {active} job(s) waiting or running, the most the '{plan}' plan allows at once ({limit}). Wait for one to finish, or cancel one, then try again.",
+        "fr": "Votre équipe a déjà {active} tâche(s) en attente ou en cours, le maximum simultané de l'offre « {plan} » ({limit}). Attendez qu'une tâche se termine, ou annulez-en une, puis réessayez.",
+    },
+    "quota_compute_exhausted": {
+        "en": "Your team has used {used:.0f} of the {limit} compute minutes included this month in the '{plan}' plan. New jobs can start again on {reset}, or ask your administrator for a larger plan.",
+        "fr": "Votre équipe a utilisé {used:.0f} des {limit} minutes de calcul incluses ce mois-ci dans l'offre « {plan} ». Les nouvelles tâches pourront reprendre le {reset}, ou demandez une offre plus grande à votre administrateur.",
+    },
+    "quota_trial_expired": {
+        "en": "The free trial of team '{tenant}' ('{plan}' plan) ended on {expired}. Ask your administrator to move the team to a paid plan.",
+        "fr": "L'essai gratuit de l'équipe « {tenant} » (offre « {plan} ») a pris fin le {expired}. Demandez à votre administrateur de passer l'équipe à une offre payante.",
+    },
+    "quota_tenant_disabled": {
+        "en": "Team '{tenant}' is disabled, so it cannot start jobs or add files. Ask your administrator to enable it again.",
+        "fr": "L'équipe « {tenant} » est désactivée : elle ne peut ni lancer de tâches ni ajouter de fichiers. Demandez à votre administrateur de la réactiver.",
+    },
+    "quota_gpu_not_allowed": {
+        "en": "The '{plan}' plan does not include GPU jobs. Run the job on CPU, or ask your administrator for a plan with GPU.",
+        "fr": "L'offre « {plan} » n'inclut pas les tâches sur GPU. Lancez la tâche sur CPU, ou demandez à votre administrateur une offre avec GPU.",
+    },
+    "quota_storage_full": {
+        "en": "Not enough storage: this needs {needed_gb:.2f} GB, and your team uses {used_gb:.2f} GB of the {limit_gb:.2f} GB of the '{plan}' plan. Delete data sets or models you no longer need, or ask your administrator for a larger plan.",
+        "fr": "Stockage insuffisant : il faut {needed_gb:.2f} Go, et votre équipe utilise {used_gb:.2f} Go sur les {limit_gb:.2f} Go de l'offre « {plan} ». Supprimez des jeux de données ou des modèles inutiles, ou demandez une offre plus grande à votre administrateur.",
+    },
+    "quota_upload_too_large": {
+        "en": "The file is {size_mb:.1f} MB; the largest file allowed is {limit_mb:.1f} MB ('{plan}' plan). Send a smaller file, for example a sample of the rows or a compressed Parquet file.",
+        "fr": "Le fichier fait {size_mb:.1f} Mo ; la taille maximale autorisée est {limit_mb:.1f} Mo (offre « {plan} »). Envoyez un fichier plus petit, par exemple un échantillon des lignes ou un fichier Parquet compressé.",
+    },
+    # --- platform service (hub/service/) -------------------------------------
+    # the gate (hub/service/auth.py)
+    "not_authenticated": {
+        "en": "You are not signed in, or your access token is not valid any more. Sign in to the hub again, or create a new token on the hub's Token page.",
+        "fr": "Vous n'êtes pas connecté, ou votre jeton d'accès n'est plus valide. Reconnectez-vous au hub, ou créez un nouveau jeton sur la page Token du hub.",
+    },
+    "hub_unavailable": {
+        "en": "The hub cannot confirm who you are right now. Try again in a minute; if it lasts, tell your administrator.",
+        "fr": "Le hub ne peut pas confirmer votre identité pour le moment. Réessayez dans une minute ; si cela dure, prévenez votre administrateur.",
+    },
+    "no_service_access": {
+        "en": "Account '{user}' is not allowed to use AutoML Hub. Ask your administrator for access.",
+        "fr": "Le compte « {user} » n'a pas accès à AutoML Hub. Demandez l'accès à votre administrateur.",
+    },
+    "no_tenant": {
+        "en": "Account '{user}' does not belong to any team yet. Ask your administrator to add you to your team.",
+        "fr": "Le compte « {user} » n'appartient encore à aucune équipe. Demandez à votre administrateur de vous ajouter à votre équipe.",
+    },
+    "many_tenants": {
+        "en": "Account '{user}' belongs to several teams ({tenants}), but must belong to exactly one. Ask your administrator to keep only yours.",
+        "fr": "Le compte « {user} » appartient à plusieurs équipes ({tenants}), mais doit appartenir à une seule. Demandez à votre administrateur de ne garder que la vôtre.",
+    },
+    "missing_scope": {
+        "en": "Account '{user}' is not allowed to {permission[en]}. Ask your team's administrator for a role that allows it.",
+        "fr": "Le compte « {user} » n'est pas autorisé à {permission[fr]}. Demandez à l'administrateur de votre équipe un rôle qui le permet.",
+    },
+    "permission_read": {
+        "en": "view the team's data sets, models and jobs",
+        "fr": "consulter les jeux de données, modèles et tâches de l'équipe",
+    },
+    "permission_train": {
+        "en": "upload data, train models or run predictions",
+        "fr": "importer des données, entraîner des modèles ou lancer des prédictions",
+    },
+    "permission_admin": {
+        "en": "manage teams, plans and quotas",
+        "fr": "gérer les équipes, les offres et les quotas",
+    },
+    "cross_site_request": {
+        "en": "This request was sent by another web site and was refused. Use the platform's own pages, or send an API token.",
+        "fr": "Cette requête a été envoyée par un autre site web et a été refusée. Utilisez les pages de la plateforme, ou envoyez un jeton d'API.",
+    },
+    "oauth_failed": {
+        "en": "Signing in through the hub did not complete. Open the page again to retry.",
+        "fr": "La connexion par le hub n'a pas abouti. Rouvrez la page pour réessayer.",
+    },
+    "file_one_column": {
+        "en": "The file {path} has a single column ('{column}'): training needs a target and at least one other column. If the columns are separated by another character, save the file as CSV with commas or semicolons.",
+        "fr": "Le fichier {path} n'a qu'une seule colonne (« {column} ») : l'entraînement demande une cible et au moins une autre colonne. Si les colonnes sont séparées par un autre caractère, enregistrez le fichier en CSV avec des virgules ou des points-virgules.",
+    },
+    "job_no_output": {
+        "en": "This job has no output file (status: {status}). Only finished batch predictions have one.",
+        "fr": "Cette tâche n'a pas de fichier de sortie (état : {status}). Seules les prédictions par lot terminées en ont un.",
+    },
+    "model_gone": {
+        "en": "The model of this job was deleted before the job started.",
+        "fr": "Le modèle de cette tâche a été supprimé avant le début de la tâche.",
+    },
+    "bad_filename": {
+        "en": "The file name '{name}' cannot be used: use letters, digits, spaces, dots, dashes or underscores, without folders.",
+        "fr": 'Le nom de fichier « {name} » ne peut pas être utilisé : utilisez des lettres, chiffres, espaces, points, tirets ou soulignés, sans dossier.',
+    },
+    "upload_too_large": {
+        "en": 'The file is larger than the {limit_mb} MB allowed for your plan: upload a smaller file or a sample of it.',
+        "fr": 'Le fichier dépasse les {limit_mb} Mo autorisés par votre offre : envoyez un fichier plus petit ou un extrait.',
+    },
+    "dataset_in_use": {
+        "en": 'This data set is used by a job that has not finished ({job}): wait for it or cancel it, then delete the data set.',
+        "fr": 'Ce jeu de données est utilisé par une tâche en cours ({job}) : attendez sa fin ou annulez-la, puis supprimez le jeu de données.',
+    },
+    "dataset_gone": {
+        "en": 'The data set of this job was deleted before training started.',
+        "fr": "Le jeu de données de cette tâche a été supprimé avant le début de l'entraînement.",
+    },
+    "job_finished": {
+        "en": 'This job has already ended ({status}): there is nothing to cancel.',
+        "fr": "Cette tâche est déjà terminée ({status}) : il n'y a rien à annuler.",
+    },
+    "job_crashed": {
+        "en": 'Training stopped on an unexpected error ({reason}). Try again; if it happens again, contact your administrator.',
+        "fr": "L'entraînement s'est arrêté sur une erreur inattendue ({reason}). Réessayez ; si cela se reproduit, contactez votre administrateur.",
+    },
+    "job_interrupted": {
+        "en": 'The job was interrupted by a restart of the platform {attempts} time(s) and was not run again. Submit it again.',
+        "fr": "La tâche a été interrompue {attempts} fois par un redémarrage de la plateforme et n'a pas été relancée. Soumettez-la à nouveau.",
+    },
+    "job_kind_unknown": {
+        "en": 'This kind of job ({kind}) is not known to this platform version.',
+        "fr": "Ce type de tâche ({kind}) n'est pas connu de cette version de la plateforme.",
+    },
+    "predict_columns_missing": {
+        "en": 'Columns missing from the rows to predict: {columns}. Send every column the model was trained on.',
+        "fr": "Colonnes absentes des lignes à prédire : {columns}. Envoyez toutes les colonnes utilisées à l'entraînement.",
+    },
+    "predict_columns_extra": {
+        "en": 'Columns the model does not know: {columns}. Send only the columns the model was trained on.',
+        "fr": "Colonnes inconnues du modèle : {columns}. N'envoyez que les colonnes utilisées à l'entraînement.",
+    },
+    "invalid_json": {
+        "en": 'The request body is not valid JSON.',
+        "fr": "Le corps de la requête n'est pas du JSON valide.",
+    },
+    "field_missing": {
+        "en": "'{field}' is required.",
+        "fr": '« {field} » est obligatoire.',
+    },
+    "field_unknown": {
+        "en": "'{field}' is not a field of this request.",
+        "fr": "« {field} » n'est pas un champ de cette requête.",
+    },
+    "field_too_small": {
+        "en": "'{field}' must be at least {ge}.",
+        "fr": '« {field} » doit valoir au moins {ge}.',
+    },
+    "field_too_large": {
+        "en": "'{field}' must be at most {le}.",
+        "fr": '« {field} » doit valoir au plus {le}.',
+    },
+    "field_too_short": {
+        "en": "'{field}' must have at least {min_length} character(s).",
+        "fr": '« {field} » doit avoir au moins {min_length} caractère(s).',
+    },
+    "field_too_long": {
+        "en": "'{field}' must have at most {max_length} characters.",
+        "fr": '« {field} » doit avoir au plus {max_length} caractères.',
+    },
+    "field_too_few": {
+        "en": "'{field}' must hold at least {min_length} item(s).",
+        "fr": '« {field} » doit contenir au moins {min_length} élément(s).',
+    },
+    "field_too_many": {
+        "en": "'{field}' must hold at most {max_length} items.",
+        "fr": '« {field} » doit contenir au plus {max_length} éléments.',
+    },
+    "field_not_a_choice": {
+        "en": "'{field}' must be one of {expected}.",
+        "fr": '« {field} » doit valoir {expected}.',
+    },
+    "field_bad_format": {
+        "en": "'{field}' is not in the expected form.",
+        "fr": "« {field} » n'a pas la forme attendue.",
+    },
+    "field_invalid": {
+        "en": "'{field}' is invalid: {detail}.",
+        "fr": '« {field} » est invalide : {detail}.',
+    },
+    "route_not_found": {
+        "en": 'There is no such address in the API.',
+        "fr": "Cette adresse n'existe pas dans l'API.",
+    },
+    "method_not_allowed": {
+        "en": 'This address does not accept this method.',
+        "fr": "Cette adresse n'accepte pas cette méthode.",
+    },
+    "http_error": {
+        "en": 'The request was refused (HTTP {http_status}).',
+        "fr": 'La requête a été refusée (HTTP {http_status}).',
+    },
+    # --- rate limits (automl/ratelimit.py) ---
+    "rate_limited": {
+        "en": "Too many requests: each user may send at most {limit} every {window} seconds. Wait {retry_after} second(s) and try again.",
+        "fr": "Trop de requêtes : chaque utilisateur peut en envoyer au plus {limit} toutes les {window} secondes. Attendez {retry_after} seconde(s) puis réessayez.",
+    },
+    "rate_limit_redis_url": {
+        "en": "REDIS_URL is not a Redis address ({reason}): write it as redis://host:6379/0 (rediss:// for TLS), or leave it empty to keep the limits in memory.",
+        "fr": "REDIS_URL n'est pas une adresse Redis ({reason}) : écrivez-la sous la forme redis://hôte:6379/0 (rediss:// pour TLS), ou laissez-la vide pour garder les limites en mémoire.",
+    },
+    # --- reports (automl/reports.py) ---
+    "report_title": {
+        "en": "Model report",
+        "fr": "Rapport du modèle",
+    },
+    "report_intro": {
+        "en": "This report describes the model saved in {file}: how it was chosen, how well it scores on rows it did not learn from, and which columns it relies on.",
+        "fr": "Ce rapport décrit le modèle enregistré dans {file} : comment il a été choisi, son score sur des lignes qu'il n'a pas apprises, et les colonnes sur lesquelles il s'appuie.",
+    },
+    "report_summary": {"en": "Summary", "fr": "Résumé"},
+    "report_task": {"en": "Task", "fr": "Tâche"},
+    "report_task_binary": {"en": "binary classification", "fr": "classification binaire"},
+    "report_task_multiclass": {"en": "multiclass classification", "fr": "classification multiclasse"},
+    "report_task_regression": {"en": "regression", "fr": "régression"},
+    "report_target": {"en": "Target column", "fr": "Colonne cible"},
+    "report_metric": {"en": "Metric", "fr": "Métrique"},
+    "report_best_score": {"en": "Best validation score", "fr": "Meilleur score de validation"},
+    "report_best_model": {"en": "Best model", "fr": "Meilleur modèle"},
+    "report_ensemble": {"en": "Final model (weight of each model)", "fr": "Modèle final (poids de chaque modèle)"},
+    "report_trials": {"en": "Models tried", "fr": "Modèles essayés"},
+    "report_fit_time": {"en": "Training time", "fr": "Durée d'entraînement"},
+    "report_seconds": {"en": "{seconds:.1f} s", "fr": "{seconds:.1f} s"},
+    "report_stopped_by": {"en": "Search ended", "fr": "Fin de la recherche"},
+    "report_stopped_completed": {
+        "en": "every planned model was tried",
+        "fr": "tous les modèles prévus ont été essayés",
+    },
+    "report_stopped_budget": {"en": "the time budget ran out", "fr": "le budget de temps était épuisé"},
+    "report_stopped_cancelled": {"en": "stopped at your request", "fr": "arrêtée à votre demande"},
+    "report_leaderboard": {"en": "Leaderboard", "fr": "Classement des modèles"},
+    "report_leaderboard_intro": {
+        "en": "Every model tried, best first. The score is {metric}, measured on rows each model did not learn from (cross-validation); the weight is the model's share in the final model.",
+        "fr": "Tous les modèles essayés, du meilleur au moins bon. Le score est {metric}, mesuré sur des lignes que chaque modèle n'a pas apprises (validation croisée) ; le poids est la part du modèle dans le modèle final.",
+    },
+    "report_col_rank": {"en": "Rank", "fr": "Rang"},
+    "report_col_model": {"en": "Model", "fr": "Modèle"},
+    "report_col_family": {"en": "Family", "fr": "Famille"},
+    "report_col_score": {"en": "Score", "fr": "Score"},
+    "report_col_fit_time": {"en": "Training (s)", "fr": "Entraînement (s)"},
+    "report_col_predict_time": {"en": "Prediction (s)", "fr": "Prédiction (s)"},
+    "report_col_weight": {"en": "Weight", "fr": "Poids"},
+    "report_validation": {"en": "Validation scores", "fr": "Scores de validation"},
+    "report_validation_intro": {
+        "en": "The final model's scores on rows it did not learn from, for several metrics.",
+        "fr": "Les scores du modèle final sur des lignes qu'il n'a pas apprises, pour plusieurs métriques.",
+    },
+    "report_importance": {"en": "What the model relies on", "fr": "Ce sur quoi le modèle s'appuie"},
+    "report_importance_intro": {
+        "en": "How much the validation score drops when the values of one column are shuffled: the longer the bar, the more the model needs that column.",
+        "fr": "De combien le score de validation baisse quand on mélange les valeurs d'une colonne : plus la barre est longue, plus le modèle a besoin de cette colonne.",
+    },
+    "report_importance_axis": {"en": "Drop in validation score", "fr": "Baisse du score de validation"},
+    "report_confusion": {"en": "Confusion matrix", "fr": "Matrice de confusion"},
+    "report_confusion_intro": {
+        "en": "Rows are the true classes, columns the predicted ones: the diagonal counts the right answers.",
+        "fr": "Les lignes sont les vraies classes, les colonnes les classes prédites : la diagonale compte les bonnes réponses.",
+    },
+    "report_actual": {"en": "Actual", "fr": "Réel"},
+    "report_predicted": {"en": "Predicted", "fr": "Prédit"},
+    "report_roc": {"en": "ROC curve", "fr": "Courbe ROC"},
+    "report_roc_intro": {
+        "en": "The further the curve rises above the diagonal, the better the model tells the class apart from the others.",
+        "fr": "Plus la courbe s'élève au-dessus de la diagonale, mieux le modèle distingue la classe des autres.",
+    },
+    "report_fpr": {"en": "False positive rate", "fr": "Taux de faux positifs"},
+    "report_tpr": {"en": "True positive rate", "fr": "Taux de vrais positifs"},
+    "report_chance": {"en": "chance", "fr": "hasard"},
+    "report_residuals": {"en": "Predictions and errors", "fr": "Prédictions et erreurs"},
+    "report_residuals_intro": {
+        "en": "Left: predicted against actual values; points near the diagonal are good predictions. Right: the error (actual − predicted) against the prediction; a visible pattern means the model is off in the same way for a range of values.",
+        "fr": "À gauche : valeurs prédites contre valeurs réelles ; les points proches de la diagonale sont de bonnes prédictions. À droite : l'erreur (réel − prédit) selon la prédiction ; une forme visible signifie que le modèle se trompe dans le même sens sur une plage de valeurs.",
+    },
+    "report_residual": {"en": "Error (actual − predicted)", "fr": "Erreur (réel − prédit)"},
+    "report_guardrails": {"en": "Data checks", "fr": "Contrôles des données"},
+    "report_guardrails_intro": {
+        "en": "What AutoML noticed in the data, and what it did about it.",
+        "fr": "Ce qu'AutoML a remarqué dans les données, et ce qu'il en a fait.",
+    },
+    "report_no_guardrails": {"en": "Nothing to report.", "fr": "Rien à signaler."},
+    "report_severity_warning": {"en": "Warning", "fr": "Attention"},
+    "report_severity_info": {"en": "Note", "fr": "Remarque"},
+    "train_nb_title": {"en": "Train the model again", "fr": "Réentraîner le modèle"},
+    "train_nb_intro": {
+        "en": "This notebook trains the model again with the AutoML Python API, on the same data and with the same settings as the run. Run every cell in order (Run ▸ Run All Cells).",
+        "fr": "Ce notebook réentraîne le modèle avec l'API Python d'AutoML, sur les mêmes données et avec les mêmes réglages que l'entraînement d'origine. Exécutez toutes les cellules dans l'ordre (Run ▸ Run All Cells).",
+    },
+    "train_nb_data": {
+        "en": "Data: {path}, target column {target}.",
+        "fr": "Données : {path}, colonne cible {target}.",
+    },
+    "train_nb_exact": {
+        "en": "The search has no time limit and uses seed {seed}: running this notebook gives the same model.",
+        "fr": "La recherche n'a pas de limite de temps et utilise la graine {seed} : exécuter ce notebook redonne le même modèle.",
+    },
+    "train_nb_budget": {
+        "en": "The search is limited to {seconds} seconds (seed {seed}). How many models fit in that time depends on the machine and its load, so the result can differ a little. For exactly the same model on every run, set `time_budget=None` and `max_trials` to a number of models.",
+        "fr": "La recherche est limitée à {seconds} secondes (graine {seed}). Le nombre de modèles essayés dans ce temps dépend de la machine et de sa charge : le résultat peut donc varier un peu. Pour obtenir exactement le même modèle à chaque exécution, mettez `time_budget=None` et `max_trials` à un nombre de modèles.",
+    },
+    "train_nb_read": {"en": "Read the data", "fr": "Lire les données"},
+    "train_nb_fit": {"en": "Train", "fr": "Entraîner"},
+    "train_nb_save": {"en": "Save the model", "fr": "Enregistrer le modèle"},
+    "train_nb_save_intro": {
+        "en": "`AutoML.load` reads the file back; `predict` then gives predictions for new rows.",
+        "fr": "`AutoML.load` relit le fichier ; `predict` donne ensuite les prédictions pour de nouvelles lignes.",
+    },
+    "report_model_invalid": {
+        "en": "The report cannot be built: {detail}",
+        "fr": "Le rapport ne peut pas être produit : {detail}",
+    },
+    "report_cell_failed": {
+        "en": "The report stopped at cell {number} ({step}): {error}",
+        "fr": "Le rapport s'est arrêté à la cellule {number} ({step}) : {error}",
+    },
+    "report_timeout": {
+        "en": "The report took more than {seconds} seconds at cell {number} ({step}) and was stopped. Try again later; if it happens again, contact your administrator.",
+        "fr": "Le rapport a dépassé {seconds} secondes à la cellule {number} ({step}) et a été arrêté. Réessayez plus tard ; si cela se reproduit, contactez votre administrateur.",
+    },
+    "report_kernel_failed": {
+        "en": "The report could not start Python to run its notebook ({reason}). Contact your administrator: ipykernel must be installed next to AutoML.",
+        "fr": "Le rapport n'a pas pu démarrer Python pour exécuter son notebook ({reason}). Contactez votre administrateur : ipykernel doit être installé avec AutoML.",
+    },
+    "report_unavailable": {
+        "en": "Reports need the Python package '{package}', which is not installed here. Contact your administrator.",
+        "fr": "Les rapports ont besoin du paquet Python « {package} », qui n'est pas installé ici. Contactez votre administrateur.",
+    },
+    "report_bad_param": {
+        "en": "Setting '{name}' = {value!r} cannot be written into a notebook: use a number, a text, true/false or nothing.",
+        "fr": "Le réglage « {name} » = {value!r} ne peut pas être écrit dans un notebook : utilisez un nombre, un texte, vrai/faux ou rien.",
+    },
+    # --- tracking (automl/tracking.py) ---
+    "tracking_not_installed": {
+        "en": "The model is trained and saved, but it was not recorded in MLflow: MLflow is not installed on the training machine. Ask your administrator to install the 'tracking' extra of automl-hub.",
+        "fr": "Le modèle est entraîné et enregistré, mais il n'a pas été consigné dans MLflow : MLflow n'est pas installé sur la machine d'entraînement. Demandez à votre administrateur d'installer l'option « tracking » d'automl-hub.",
+    },
+    "tracking_not_configured": {
+        "en": "The model is trained and saved, but it was not recorded in MLflow: no MLflow address is configured (MLFLOW_TRACKING_URI).",
+        "fr": "Le modèle est entraîné et enregistré, mais il n'a pas été consigné dans MLflow : aucune adresse MLflow n'est configurée (MLFLOW_TRACKING_URI).",
+    },
+    "tracking_failed": {
+        "en": "The model is trained and saved, but it could not be recorded in MLflow at {uri}: {reason}. Check that MLflow is reachable; the model itself can be used as usual.",
+        "fr": "Le modèle est entraîné et enregistré, mais il n'a pas pu être consigné dans MLflow à l'adresse {uri} : {reason}. Vérifiez que MLflow est joignable ; le modèle lui-même s'utilise normalement.",
+    },
     # --- files and CLI ---
     "file_not_found": {
         "en": "File '{path}' does not exist.",

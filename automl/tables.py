@@ -71,10 +71,12 @@ _SAMPLE_CHARS = 64 * 1024
 _CHUNK_BYTES = 1 << 20
 
 
-def read_table(path, *, max_bytes: int | None = None) -> pd.DataFrame:
-    """Read one table from `path`; see the module docstring for the rules."""
+def read_table(path, *, max_bytes: int | None = None, name: str | None = None) -> pd.DataFrame:
+    """Read one table from `path`; see the module docstring for the rules. `name`
+    is what messages call the file (an upload's own name, not the server's path);
+    its extension counts as the file's."""
     path = Path(path)
-    shown = str(path)
+    shown = name or str(path)
     if not path.exists():
         raise DataError("file_not_found", path=shown)
     if not path.is_file():
