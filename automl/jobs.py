@@ -154,6 +154,10 @@ def forget_model(model_id: str) -> None:
 def warm_up() -> int:
     """Import the scientific stack in a fresh child so the first job does not pay for it."""
     import automl.engine  # noqa: F401
+    from . import tracking
+
+    if tracking.is_available():
+        import mlflow  # noqa: F401 - 2-3 s, paid here rather than by the first job
 
     return multiprocessing.current_process().pid
 
@@ -334,9 +338,10 @@ def _train(engine, claim: _Claim, settings: Settings) -> str:
         data_path = Path(tmp) / ("data" + "".join(Path(filename).suffixes[-2:]))
         storage.get_file(dataset_key, str(data_path))
         frame = read_table(data_path, name=filename)
-        model = AutoML(time_budget=params["time_budget"], max_trials=params.get("max_trials"), task=params.get("task", "auto"),
-                       metric=params.get("metric", "auto"), seed=params.get("seed", 0),
-                       device="cuda" if params.get("device") == "gpu" else "cpu", callback=progress)
+        model = AutoML(time_budget=params["time_budget"], max_trials=params.get("max_trials"),
+                       task=params.get("task", "auto"), metric=params.get("metric", "auto"),
+                       seed=params.get("seed", 0), device="cuda" if params.get("device") == "gpu" else "cpu",
+                       callback=progress)
         progress.start(model)
         try:
             model.fit(frame, target=params["target"])
@@ -346,14 +351,35 @@ def _train(engine, claim: _Claim, settings: Settings) -> str:
         model_path = Path(tmp) / "model.automl"
         model.save(model_path)
         signature = sign_file(model_path, settings=settings)
-        with session_scope(engine) as session:
-            if _still_mine(session, claim) is None:
-                return "superseded"
-            model_id = db.new_id()
+        model_id = db.new_id()
         key = artifact_key(tenant, "models", model_id, "model.automl")
         size = storage.put_file(key, str(model_path))
-    cancelled = model.stopped_by_ == "cancelled"
-    details = {
+        board = _jsonable(model.leaderboard_.to_dict(orient="records"))
+        with session_scope(engine) as session:
+            if _still_mine(session, claim) is None:
+                storage.delete(key)
+                return "superseded"
+            session.add(db.Model(
+                id=model_id, tenant=tenant, owner=owner, job_id=claim.job_id, dataset_id=dataset_id,
+                name=params.get("name") or f"{params['target']} ({model.best_model_})", task=model.task_,
+                metric=model.metric_, target=str(model.target_), best_score=float(model.best_score_),
+                leaderboard=board, details=_details(model), storage_key=key, size_bytes=size,
+                signature=signature, created_at=now(),
+            ))
+            record_usage(session, tenant, owner, "storage_bytes", size, job_id=claim.job_id)
+        status = "cancelled" if model.stopped_by_ == "cancelled" else "succeeded"
+        progress.state.update(phase="done", eta=0.0)
+        _finish(engine, claim.job_id, claim, status=status, model_id=model_id, progress=dict(progress.state),
+                leaderboard=board)
+        # After the job's end, so that its overhead does not include MLflow.
+        _track(engine, model, model_path, model_id, settings, tenant=tenant, owner=owner, job_id=claim.job_id,
+               params={"dataset_id": dataset_id, "filename": filename, "device": params.get("device", "cpu"),
+                       "time_budget": params["time_budget"]})
+    return status
+
+
+def _details(model) -> dict:
+    return {
         "feature_importance": _jsonable(model.feature_importance_.to_dict(orient="records")),
         "plot_data": _jsonable(model.plot_data_),
         "guardrails": _jsonable(model.guardrails_),
@@ -364,24 +390,30 @@ def _train(engine, claim: _Claim, settings: Settings) -> str:
         "stopped_by": model.stopped_by_,
         "fit_time": model.fit_time_,
     }
-    board = _jsonable(model.leaderboard_.to_dict(orient="records"))
+
+
+def _track(engine, model, model_path, model_id, settings, *, tenant, owner, job_id, params) -> None:
+    """The job as an MLflow run, its model as a pyfunc. Tracking is a record, not
+    the product: when it fails, the model keeps a warning and stays usable."""
+    from .db import models as db
+    from .db.session import session_scope
+    from .errors import TrackingError
+    from .tracking import experiment_name, is_available, log_training
+
+    if not is_available():
+        return
+    try:
+        run = log_training(model, settings=settings, experiment=experiment_name(tenant), run_name=f"job {job_id}",
+                           params=params, tags={"tenant": tenant, "owner": owner, "job_id": job_id,
+                                                "model_id": model_id}, model_path=str(model_path))
+        extra = {"mlflow": run}
+    except TrackingError as error:
+        log.warning("tracking of job %s failed: %s", job_id, error.message("en"))
+        extra = {"tracking_warning": {"error": error.code, **_jsonable(error.params)}}
     with session_scope(engine) as session:
-        if _still_mine(session, claim) is None:
-            storage.delete(key)
-            return "superseded"
-        session.add(db.Model(
-            id=model_id, tenant=tenant, owner=owner, job_id=claim.job_id, dataset_id=dataset_id,
-            name=params.get("name") or f"{params['target']} ({model.best_model_})", task=model.task_,
-            metric=model.metric_, target=str(model.target_), best_score=float(model.best_score_),
-            leaderboard=board, details=details, storage_key=key, size_bytes=size, signature=signature,
-            created_at=now(),
-        ))
-        record_usage(session, tenant, owner, "storage_bytes", size, job_id=claim.job_id)
-    status = "cancelled" if cancelled else "succeeded"
-    progress.state.update(phase="done", eta=0.0)
-    _finish(engine, claim.job_id, claim, status=status, model_id=model_id, progress=dict(progress.state),
-            leaderboard=board)
-    return status
+        row = session.get(db.Model, model_id)
+        if row is not None:
+            row.details = {**row.details, **extra}
 
 
 def _predict_batch(engine, claim: _Claim, settings: Settings) -> str:
@@ -493,3 +525,36 @@ def metric_table() -> dict[str, list[str]]:
     from .engine.metrics import METRICS
 
     return {name: list(metric.tasks) for name, metric in METRICS.items()}
+
+
+# --- reports (run in the interactive child) -----------------------------------------
+
+
+def build_report(tenant: str, model_id: str, storage_key: str, signature: str, lang: str, settings: Settings) -> str:
+    """The model's HTML report, rendered once per language and kept in storage;
+    returns its key. Rendering unpickles the model: the signature is checked first."""
+    from .reports import render_report
+    from .signing import verify_file
+    from .storage import artifact_key, get_storage
+
+    storage = get_storage(settings)
+    key = artifact_key(tenant, "reports", model_id, f"report-{lang}.html")
+    if storage.exists(key):
+        return key
+    with tempfile.TemporaryDirectory(prefix="automl-report-") as tmp:
+        model_path = Path(tmp) / "model.automl"
+        storage.get_file(storage_key, str(model_path))
+        verify_file(model_path, signature, settings=settings)
+        html = render_report(model_path, Path(tmp) / "out" / "report.html", lang=lang)
+        storage.put_file(key, str(html))
+    return key
+
+
+def build_notebook(filename: str, target: str, params: dict, lang: str) -> bytes:
+    """The job as a plain notebook that trains the same model with the public API."""
+    import nbformat
+
+    from .reports import training_notebook
+
+    notebook = training_notebook(data_path=filename, target=target, params=params, lang=lang)
+    return nbformat.writes(notebook).encode()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select, text
+from backends import fresh_database
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from automl.db import (
@@ -32,7 +32,6 @@ from automl.db import (
 from automl.errors import NotFoundError, ParameterError, SettingsError
 from automl.settings import from_environment
 
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 BACKENDS = ["sqlite", "postgresql"]
 SETTINGS = dataclasses.replace(from_environment({}), trial_duration_days=14)
 EXPECTED_PLANS = {
@@ -40,28 +39,6 @@ EXPECTED_PLANS = {
     "team": (3, 6000, 50 * 10**9, 2 * 10**9, True, None),
     "enterprise": (10, None, None, 10 * 10**9, True, None),
 }
-
-
-@contextmanager
-def fresh_database(backend: str, directory):
-    """The URL of an empty database, removed afterwards."""
-    if backend == "sqlite":
-        yield f"sqlite:///{directory / 'automl.sqlite'}"
-        return
-    admin = create_engine(PG_SERVER + "postgres", isolation_level="AUTOCOMMIT")
-    name = f"automl_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as error:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {error.orig}")
-    try:
-        yield PG_SERVER + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -6,13 +6,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import socket
-import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
+from backends import free_port, gcs_server, s3_server
 
 from automl.errors import ArtifactKeyError, SettingsError, StorageError
 from automl.settings import from_environment
@@ -30,50 +27,16 @@ MB = 1000 * 1000
 MiB = 1024 * 1024
 
 
-def _wait_until_answers(url: str, deadline: float = 15.0) -> None:
-    """Poll `url` until it answers HTTP at all, or fail after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # an HTTP error is an answer: the server is up
-        except OSError:
-            if time.monotonic() > end:
-                raise
-        time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    _wait_until_answers(f"http://{host}:{port}/")
-    yield f"{host}:{port}"
-    server.stop()
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")
 def gcs_endpoint():
-    from gcp_storage_emulator.server import create_server
-
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    _wait_until_answers(endpoint + "/")
-    yield endpoint
-    server.stop()
+    with gcs_server() as endpoint:
+        yield endpoint
 
 
 def _settings(backend: str, request, tmp_path):
@@ -458,7 +421,7 @@ def test_s3_accepts_an_endpoint_written_as_url(s3_endpoint):
 
 
 def test_s3_unreachable_names_the_endpoint_not_the_secret():
-    endpoint = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
     storage = S3Storage(endpoint, "access", "TOP-SECRET-VALUE", "automl", secure=False, retries=0)
     with pytest.raises(StorageError) as caught:
         storage.put_bytes(KEY, b"x")
@@ -481,7 +444,7 @@ def test_gcs_creates_its_bucket(gcs_endpoint):
 
 
 def test_gcs_unreachable_names_the_endpoint():
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     storage = GCSStorage("automl", endpoint=endpoint, retry_deadline=0.5)
     with pytest.raises(StorageError) as caught:
         storage.size(KEY)

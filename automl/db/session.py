@@ -8,6 +8,8 @@ SQLAlchemy.
 
 from __future__ import annotations
 
+import sqlite3
+
 import re
 from contextlib import contextmanager
 from datetime import timedelta
@@ -75,7 +77,13 @@ def make_engine(url: str | None = None, *, settings: Settings | None = None, **k
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            # Switching to WAL needs the database to itself; when another
+            # connection holds it, that one has switched already (the mode is
+            # stored in the file), so there is nothing left to do.
+            pass
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from backends import fresh_database, s3_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -215,11 +216,22 @@ def start_hub(directory: Path, service_module: str, service_env: dict | None = N
         _stop(process, children)
 
 
-@pytest.fixture(scope="session")
-def hub(tmp_path_factory):
-    """The hub with the platform service."""
-    with start_hub(tmp_path_factory.mktemp("hub"), SERVICE_MODULE, service_env=SERVICE_ENV) as running:
-        yield running
+@pytest.fixture(scope="session", params=["sqlite+local", "postgresql+s3"])
+def hub(request, tmp_path_factory):
+    """The hub with the platform service, on the embedded default (SQLite, local
+    artifacts) and on the production backends (PostgreSQL, S3 on moto): the same
+    suite runs on both."""
+    directory = tmp_path_factory.mktemp(request.param.replace("+", "-"))
+    if request.param == "sqlite+local":
+        with start_hub(directory, SERVICE_MODULE, service_env=SERVICE_ENV) as running:
+            yield running
+        return
+    with fresh_database("postgresql", directory) as url, s3_server() as endpoint:
+        env = {**SERVICE_ENV, "DATABASE_URL": url, "STORAGE_BACKEND": "s3", "MINIO_ENDPOINT": endpoint,
+               "MINIO_SECURE": "false", "MINIO_ACCESS_KEY": "testing", "MINIO_SECRET_KEY": "testing",
+               "MINIO_BUCKET": "automl-test"}
+        with start_hub(directory, SERVICE_MODULE, service_env=env) as running:
+            yield running
 
 
 @pytest.fixture(scope="session")

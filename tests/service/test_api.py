@@ -245,6 +245,51 @@ def test_models_of_another_tenant_are_invisible(api, trained):
     assert api("bob").post(f"models/{model_id}/predict", json={"rows": [{"a": 1}]}).status_code == 404
 
 
+def test_report_is_one_offline_html_page_per_language(api, trained):
+    english = api("ana").get(f"models/{trained['model_id']}/report", params={"lang": "en"})
+    assert english.status_code == 200 and english.headers["content-type"].startswith("text/html")
+    assert "data:image/png;base64," in english.text and "<script" not in english.text
+    french = api("ana").get(f"models/{trained['model_id']}/report", params={"lang": "fr"})
+    assert french.status_code == 200 and 'lang="fr"' in french.text and french.text != english.text
+    assert api("bob").get(f"models/{trained['model_id']}/report").status_code == 404
+
+
+def test_notebook_reproduces_the_job_with_the_public_api(api, trained):
+    response = api("ana").get(f"models/{trained['model_id']}/notebook")
+    assert response.status_code == 200
+    source = "".join("".join(cell["source"]) for cell in response.json()["cells"])
+    assert "from automl import AutoML" in source and "churned" in source and "churn.csv" in source
+    assert "seed=0" in source.replace(" ", "")
+
+
+def test_events_stream_the_job_until_it_ends(api, trained):
+    with api("ana").stream("GET", f"jobs/{trained['id']}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(response.iter_text())
+    events = [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
+    assert events and events[-1]["status"] == "succeeded"
+    assert api("bob").get(f"jobs/{trained['id']}/events").status_code == 404
+
+
+def test_the_job_is_an_mlflow_run(api, trained):
+    model = poll(api("ana"), f"models/{trained['model_id']}",
+                 lambda m: "mlflow" in m["details"] or "tracking_warning" in m["details"], deadline=60)
+    assert model["details"]["mlflow"]["run_id"], model["details"].get("tracking_warning")
+
+
+def test_batch_predictions_are_a_job_with_a_csv_output(api, trained, dataset):
+    response = api("ana").post(f"models/{trained['model_id']}/batch", json={"dataset_id": dataset["id"]})
+    assert response.status_code == 202, response.text
+    job = poll(api("ana"), f"jobs/{response.json()['id']}", lambda j: j["status"] not in ("queued", "running"))
+    assert job["status"] == "succeeded" and job["kind"] == "predict", job
+    output = api("ana").get(f"jobs/{job['id']}/output")
+    assert output.status_code == 200
+    lines = output.text.splitlines()
+    assert len(lines) == 301 and "predicted_churned" in lines[0]
+    assert api("bob").get(f"jobs/{job['id']}/output").status_code == 404
+    assert api("ana").get(f"jobs/{trained['id']}/output").json()["error"] == "job_no_output"
+
+
 def test_cancel_a_finished_job_is_a_409(api, trained):
     response = api("ana").post(f"jobs/{trained['id']}/cancel")
     assert response.status_code == 409 and response.json()["error"] == "job_finished"
