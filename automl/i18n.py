@@ -384,6 +384,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": 'The job was interrupted by a restart of the platform {attempts} time(s) and was not run again. Submit it again.',
         "fr": "La tâche a été interrompue {attempts} fois par un redémarrage de la plateforme et n'a pas été relancée. Soumettez-la à nouveau.",
     },
+    "job_lost": {
+        "en": "The process running this job stopped answering ({attempts} attempt(s)); the job was not run again. Submit it again; if it happens again, the data may be too large for this machine.",
+        "fr": "Le processus qui exécutait cette tâche ne répond plus ({attempts} tentative(s)) ; la tâche n'a pas été relancée. Soumettez-la à nouveau ; si cela se reproduit, les données sont peut-être trop volumineuses pour cette machine.",
+    },
     "job_kind_unknown": {
         "en": 'This kind of job ({kind}) is not known to this platform version.',
         "fr": "Ce type de tâche ({kind}) n'est pas connu de cette version de la plateforme.",

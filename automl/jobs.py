@@ -18,8 +18,9 @@ import tempfile
 import threading
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .errors import AutoMLError
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a job interrupted by a restart runs again once, then fails with a reason
 HEARTBEAT_SECONDS = 1.0
+STALE_SECONDS = 60.0  # a running job without a heartbeat for this long has lost its process
 PREVIEW_ROWS = 20
 TOP_VALUES = 5
 LIVE_LEADERBOARD_ROWS = 10
@@ -182,6 +184,8 @@ def run_job(job_id: str, settings: Settings) -> str:
     if claim is None:
         engine.dispose()
         return "skipped"
+    progress = _Progress(engine, claim)
+    progress.start()
     try:
         with session_scope(engine) as session:
             job = session.get(db.Job, job_id)
@@ -189,7 +193,7 @@ def run_job(job_id: str, settings: Settings) -> str:
         work = {"train": _train, "predict": _predict_batch}.get(kind)
         if work is None:
             raise AutoMLError("job_kind_unknown", kind=kind)
-        return work(engine, claim, settings)
+        return work(engine, claim, settings, progress)
     except AutoMLError as error:
         _finish(engine, job_id, claim, status="failed", error_code=error.code, error_params=_jsonable(error.params))
         return "failed"
@@ -199,6 +203,7 @@ def run_job(job_id: str, settings: Settings) -> str:
                 error_params={"reason": f"{type(error).__name__}: {error}"[:300]})
         return "failed"
     finally:
+        progress.stop()
         _record_compute(engine, claim)
         engine.dispose()
 
@@ -261,8 +266,9 @@ def _finish(engine, job_id, claim: _Claim, **values) -> bool:
 
 
 class _Progress:
-    """The engine's events, turned into the job's progress fields and written at
-    most once per heartbeat; the same thread notices cancellation."""
+    """The job's heartbeat, from its claim to its end, carrying the engine's
+    events as the job's progress fields (written at most once per beat); the
+    same thread notices cancellation and a takeover."""
 
     def __init__(self, engine, claim: _Claim):
         self.engine, self.claim = engine, claim
@@ -271,6 +277,7 @@ class _Progress:
         self.board: list[dict] = []
         self.dirty = True
         self.model = None
+        self.stop_requested = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
@@ -287,11 +294,18 @@ class _Progress:
             self.board.append({"model": event["model"], "score": float(event["score"])})
         self.dirty = True
 
-    def start(self, model):
-        self.model = model
+    def start(self):
         self._thread.start()
 
+    def attach(self, model):
+        """The fit to stop on cancellation; a stop asked before it exists applies at once."""
+        self.model = model
+        if self.stop_requested:
+            model.cancel()
+
     def stop(self):
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
         self._write()
@@ -305,8 +319,10 @@ class _Progress:
 
         with session_scope(self.engine) as session:
             job = _still_mine(session, self.claim)
-            if job is None or job.cancel_requested:
-                self.model.cancel()  # cancelled by a user, or taken over after a restart
+            if job is None or job.cancel_requested:  # cancelled by a user, or taken over after a restart
+                self.stop_requested = True
+                if self.model is not None:
+                    self.model.cancel()
             if job is None:
                 return
             job.heartbeat_at = now()
@@ -316,7 +332,7 @@ class _Progress:
                 self.dirty = False
 
 
-def _train(engine, claim: _Claim, settings: Settings) -> str:
+def _train(engine, claim: _Claim, settings: Settings, progress: _Progress) -> str:
     from .db import models as db
     from .db.session import session_scope
     from .engine import AutoML
@@ -333,7 +349,6 @@ def _train(engine, claim: _Claim, settings: Settings) -> str:
         params, tenant, owner = dict(job.params), job.tenant, job.owner
         dataset_key, filename, dataset_id = dataset.storage_key, dataset.filename, dataset.id
     storage = get_storage(settings)
-    progress = _Progress(engine, claim)
     with tempfile.TemporaryDirectory(prefix="automl-job-") as tmp:
         data_path = Path(tmp) / ("data" + "".join(Path(filename).suffixes[-2:]))
         storage.get_file(dataset_key, str(data_path))
@@ -342,11 +357,8 @@ def _train(engine, claim: _Claim, settings: Settings) -> str:
                        task=params.get("task", "auto"), metric=params.get("metric", "auto"),
                        seed=params.get("seed", 0), device="cuda" if params.get("device") == "gpu" else "cpu",
                        callback=progress)
-        progress.start(model)
-        try:
-            model.fit(frame, target=params["target"])
-        finally:
-            progress.stop()
+        progress.attach(model)
+        model.fit(frame, target=params["target"])
         del frame
         model_path = Path(tmp) / "model.automl"
         model.save(model_path)
@@ -369,6 +381,7 @@ def _train(engine, claim: _Claim, settings: Settings) -> str:
             record_usage(session, tenant, owner, "storage_bytes", size, job_id=claim.job_id)
         status = "cancelled" if model.stopped_by_ == "cancelled" else "succeeded"
         progress.state.update(phase="done", eta=0.0)
+        progress.stop()  # its last beat must not land after the job's end
         _finish(engine, claim.job_id, claim, status=status, model_id=model_id, progress=dict(progress.state),
                 leaderboard=board)
         # After the job's end, so that its overhead does not include MLflow.
@@ -416,7 +429,7 @@ def _track(engine, model, model_path, model_id, settings, *, tenant, owner, job_
             row.details = {**row.details, **extra}
 
 
-def _predict_batch(engine, claim: _Claim, settings: Settings) -> str:
+def _predict_batch(engine, claim: _Claim, settings: Settings, progress: _Progress) -> str:
     """File in, file out: the rows of a stored data set, predicted by a stored
     model, written as CSV next to the job (the input's columns, then the
     prediction and, for classification, one probability column per class)."""
@@ -456,6 +469,7 @@ def _predict_batch(engine, claim: _Claim, settings: Settings) -> str:
         out.to_csv(out_path, index=False)
         key = artifact_key(tenant, "predictions", claim.job_id, "predictions.csv")
         storage.put_file(key, str(out_path))
+    progress.stop()
     written = _finish(engine, claim.job_id, claim, status="succeeded", result_key=key,
                       progress={"phase": "done", "rows": len(out)})
     if not written:
@@ -469,55 +483,102 @@ def _predict_batch(engine, claim: _Claim, settings: Settings) -> str:
 
 class LocalRunner:
     """The embedded default's executor: process pools on this machine. The Celery
-    runner of the scale-out issue offers the same three calls."""
+    runner of the scale-out issue offers the same calls.
+
+    A job child that dies (killed, out of memory) breaks its pool and takes the
+    pool's other children with it: the next `reap` builds a new pool and runs
+    `recover`, as after a restart. A child that hangs stops its heartbeat: `reap`
+    takes its job back after STALE_SECONDS."""
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
-        context = multiprocessing.get_context("spawn")  # never fork a process with threads
-        self.jobs = ProcessPoolExecutor(self.settings.job_workers, mp_context=context)
-        self.interactive = ProcessPoolExecutor(1, mp_context=context)
-        for _ in range(self.settings.job_workers):
-            self.jobs.submit(warm_up)
-        self.interactive.submit(warm_up)
+        self._context = multiprocessing.get_context("spawn")  # never fork a process with threads
+        self._broken = threading.Event()
+        self.jobs = self._pool(self.settings.job_workers)
+        self.interactive = self._pool(1)
+
+    def _pool(self, workers: int) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(workers, mp_context=self._context)
+        for _ in range(workers):
+            pool.submit(warm_up)
+        return pool
 
     def submit(self, job_id: str):
-        return self.jobs.submit(run_job, job_id, self.settings)
+        future = self.jobs.submit(run_job, job_id, self.settings)
+        future.add_done_callback(self._watch)
+        return future
+
+    def _watch(self, future):
+        if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+            self._broken.set()
 
     def call(self, function, *args):
         """Short interactive work in the warm child; returns a concurrent Future."""
-        return self.interactive.submit(function, *args)
+        try:
+            return self.interactive.submit(function, *args)
+        except BrokenProcessPool:
+            self.interactive = self._pool(1)
+            return self.interactive.submit(function, *args)
 
     def recover(self, engine) -> dict:
-        """At start: jobs the previous process left `running` have no process any
-        more. Each runs again from the start (bounded by MAX_ATTEMPTS) or fails with
-        the reason; queued jobs are submitted again. Nothing stays `running`."""
+        """No process runs any job now (at start, or after the pool broke): jobs
+        left `running` run again from the start (bounded by MAX_ATTEMPTS) or fail
+        with the reason; queued jobs are submitted again. Nothing stays `running`."""
         from sqlalchemy import select
 
         from .db import models as db
         from .db.session import session_scope
 
-        requeued, failed, queued = [], [], []
+        result = {"requeued": [], "failed": [], "queued": []}
         with session_scope(engine) as session:
             for job in session.scalars(select(db.Job).where(db.Job.status.in_(("running", "queued")))):
                 if job.status == "queued":
-                    queued.append(job.id)
-                elif job.attempts < MAX_ATTEMPTS and not job.cancel_requested:
-                    job.status = "queued"
-                    requeued.append(job.id)
+                    result["queued"].append(job.id)
                 else:
-                    job.status = "cancelled" if job.cancel_requested else "failed"
-                    job.error_code = None if job.cancel_requested else "job_interrupted"
-                    job.error_params = None if job.cancel_requested else {"attempts": job.attempts}
-                    job.finished_at = now()
-                    failed.append(job.id)
-        for job_id in requeued + queued:
+                    result[_take_back(job, "job_interrupted")].append(job.id)
+        for job_id in result["requeued"] + result["queued"]:
             self.submit(job_id)
-        return {"requeued": requeued, "failed": failed, "queued": queued}
+        return result
+
+    def reap(self, engine, stale_after: float = None) -> dict:
+        """Called periodically by the service: rebuild a broken pool, and take back
+        running jobs whose heartbeat stopped."""
+        from sqlalchemy import select
+
+        from .db import models as db
+        from .db.session import session_scope
+
+        if self._broken.is_set():
+            self._broken.clear()
+            self.jobs.shutdown(wait=False, cancel_futures=True)
+            self.jobs = self._pool(self.settings.job_workers)
+            return self.recover(engine)
+        limit = now() - timedelta(seconds=STALE_SECONDS if stale_after is None else stale_after)
+        result = {"requeued": [], "failed": [], "queued": []}
+        with session_scope(engine) as session:
+            stale = select(db.Job).where(db.Job.status == "running", db.Job.heartbeat_at < limit)
+            for job in session.scalars(stale):
+                result[_take_back(job, "job_lost")].append(job.id)
+        for job_id in result["requeued"]:
+            self.submit(job_id)
+        return result
 
     def shutdown(self, wait: bool = False):
         for pool in (self.jobs, self.interactive):
             pool.shutdown(wait=wait, cancel_futures=True)
 
+
+def _take_back(job, reason: str) -> str:
+    """A running job whose process is gone: queued again while attempts remain,
+    else failed with `reason` (or cancelled, if that was asked)."""
+    if job.attempts < MAX_ATTEMPTS and not job.cancel_requested:
+        job.status = "queued"
+        return "requeued"
+    job.status = "cancelled" if job.cancel_requested else "failed"
+    job.error_code = None if job.cancel_requested else reason
+    job.error_params = None if job.cancel_requested else {"attempts": job.attempts}
+    job.finished_at = now()
+    return "failed"
 
 
 def metric_table() -> dict[str, list[str]]:

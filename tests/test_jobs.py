@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -12,8 +15,8 @@ from automl import quotas
 from automl.datasets import make_churn
 from automl.db import models as db
 from automl.db.session import make_engine, session_scope, upgrade
-from automl.errors import DataError
-from automl.jobs import LocalRunner, _claim, _finish, profile_upload, run_job
+from automl.errors import ArtifactSignatureError, DataError
+from automl.jobs import LocalRunner, _claim, _finish, predict_rows, profile_upload, run_job
 from automl.settings import from_environment
 from automl.storage import artifact_key, get_storage
 
@@ -82,6 +85,24 @@ def test_a_queued_job_runs_to_a_signed_model(platform, tmp_path):
     assert run_job(queued.id, settings) == "skipped"  # a redelivered job is not run twice
 
 
+def test_a_tampered_or_unsigned_model_is_refused_before_unpickling(platform, tmp_path):
+    settings, engine = platform
+    dataset = add_dataset(settings, engine, tmp_path)
+    queued = submit(settings, engine, dataset)
+    run_job(queued.id, settings)
+    with session_scope(engine) as s:
+        model = s.get(db.Model, job(engine, queued.id).model_id)
+    rows = [{"customer_id": "x"}]
+    path = settings.storage_root / model.storage_key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    for signature, code in ((model.signature, "artifact_tampered"), ("", "artifact_unsigned")):
+        with pytest.raises(ArtifactSignatureError) as caught:
+            predict_rows(f"{model.id}-{code}", model.storage_key, signature, rows, settings)
+        assert caught.value.code == code
+
+
 def test_a_job_on_a_bad_target_fails_with_the_engines_reason(platform, tmp_path):
     settings, engine = platform
     dataset = add_dataset(settings, engine, tmp_path)
@@ -96,6 +117,7 @@ class RecordingRunner(LocalRunner):
 
     def __init__(self, settings):
         self.settings, self.submitted = settings, []
+        self._broken = threading.Event()
 
     def submit(self, job_id):
         self.submitted.append(job_id)
@@ -137,3 +159,50 @@ def test_a_run_taken_over_after_a_restart_writes_nothing(platform, tmp_path):
     assert _finish(engine, queued.id, dataclasses.replace(claim, attempt=1), status="succeeded") is False
     with session_scope(engine) as s:
         assert s.query(db.Model).count() == 0
+
+
+def test_reap_takes_back_a_job_whose_heartbeat_stopped(platform, tmp_path):
+    settings, engine = platform
+    dataset = add_dataset(settings, engine, tmp_path)
+    queued = submit(settings, engine, dataset)
+    _claim(engine, queued.id)
+    runner = RecordingRunner(settings)
+    assert runner.reap(engine, stale_after=30)["requeued"] == []  # its heartbeat is fresh
+    with session_scope(engine) as s:
+        s.get(db.Job, queued.id).heartbeat_at = db.utcnow() - timedelta(seconds=31)
+    assert runner.reap(engine, stale_after=30)["requeued"] == [queued.id]
+    _claim(engine, queued.id)
+    with session_scope(engine) as s:
+        s.get(db.Job, queued.id).heartbeat_at = db.utcnow() - timedelta(seconds=31)
+    assert runner.reap(engine, stale_after=30)["failed"] == [queued.id]
+    assert job(engine, queued.id).error_code == "job_lost"
+
+
+def wait(predicate, deadline=90.0):
+    end = time.monotonic() + deadline
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_killed_job_process_is_replaced_and_its_job_runs_again(platform, tmp_path):
+    settings, engine = platform
+    dataset = add_dataset(settings, engine, tmp_path, rows=2000)
+    queued = submit(settings, engine, dataset, time_budget=60, max_trials=None)
+    runner = LocalRunner(settings)
+    try:
+        runner.submit(queued.id)
+        wait(lambda: job(engine, queued.id).status == "running")
+        for pid in list(runner.jobs._processes):  # the pool's children: kill them as the OOM killer would
+            os.kill(pid, signal.SIGKILL)
+        taken = {}
+        wait(lambda: taken.update(runner.reap(engine)) or taken.get("requeued"))
+        assert taken["requeued"] == [queued.id]
+        wait(lambda: job(engine, queued.id).attempts == 2 and job(engine, queued.id).status == "running")
+        with session_scope(engine) as s:
+            s.get(db.Job, queued.id).cancel_requested = True
+        wait(lambda: job(engine, queued.id).status not in ("queued", "running"))
+        done = job(engine, queued.id)
+        assert done.status == "cancelled" and done.attempts == 2 and done.model_id
+    finally:
+        runner.shutdown()

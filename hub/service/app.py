@@ -3,6 +3,7 @@ and the one place where errors become `{"error": code, "message": text}`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from automl.errors import (
@@ -114,6 +116,22 @@ async def _http_error(request: Request, error: StarletteHTTPException):
     return error_response(request, error.status_code, code, http_status=error.status_code)
 
 
+REAP_SECONDS = 10.0
+
+
+async def _reap(runner, engine):
+    """Every REAP_SECONDS: jobs whose process died or hangs are taken back."""
+    while True:
+        await asyncio.sleep(REAP_SECONDS)
+        try:
+            taken = await run_in_threadpool(runner.reap, engine)
+        except Exception:  # noqa: BLE001 - the reaper must outlive a failing round
+            log.exception("reaping jobs failed")
+            continue
+        if any(taken.values()):
+            log.warning("jobs taken back: %s", taken)
+
+
 def create_app(settings: Settings | None = None, runner=None) -> FastAPI:
     """`runner` defaults to the local process pools; tests may pass their own."""
     settings = settings or get_settings()
@@ -135,9 +153,11 @@ def create_app(settings: Settings | None = None, runner=None) -> FastAPI:
         recovered = active.recover(engine)
         if any(recovered.values()):
             log.warning("jobs recovered at start: %s", recovered)
+        reaper = asyncio.create_task(_reap(active, engine))
         try:
             yield
         finally:
+            reaper.cancel()
             if runner is None:
                 active.shutdown()
             limiter = app.state.rate_limiter
