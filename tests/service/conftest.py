@@ -177,10 +177,11 @@ def _stop(process: subprocess.Popen, children: set[tuple[int, str]]):
 
 
 @contextmanager
-def start_hub(directory: Path, service_module: str, service_env: dict | None = None):
+def start_hub(directory: Path, service_module: str, service_env: dict | None = None, extra_config: str = ""):
     """Run JupyterHub with the repo's config in `directory`; yield a `Hub`.
 
-    `service_env` adds variables to the service's environment (e.g. DATABASE_URL).
+    `service_env` adds variables to the service's environment (e.g. DATABASE_URL);
+    `extra_config` is appended to the test config (lines of `c.X.y = ...`).
     """
     if not PROXY.exists():
         pytest.fail(f"configurable-http-proxy is missing ({PROXY}): run `npm ci` at the repo root "
@@ -192,7 +193,7 @@ def start_hub(directory: Path, service_module: str, service_env: dict | None = N
         repo_config=str(ROOT / "jupyterhub_config.py"), port=port, hub_port=hub_port,
         proxy_api_port=proxy_api_port, service_port=service_port, service_module=service_module,
         service_env=dict(service_env or {}), harness_token=harness_token, role_users=ROLE_USERS,
-        tenants=TENANTS, password=PASSWORD, users=USERS))
+        tenants=TENANTS, password=PASSWORD, users=USERS) + extra_config)
     env = {name: os.environ[name] for name in _ENV_KEEP if name in os.environ}
     env["AUTOML_STATE_DIR"] = str(directory / "state")
     log = directory / "jupyterhub.log"

@@ -4,6 +4,7 @@ tenant isolation and the bad-input catalogue."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import httpx
@@ -73,15 +74,26 @@ def test_me_tells_tenant_roles_and_plan(api):
     assert body["quota"]["plan"] == "trial" and body["quota"]["trial_expires_at"]
 
 
-def test_openapi_document_lists_the_real_routes(hub):
+def test_openapi_document_matches_the_real_routes(hub, api):
+    """Each operation of the served document answers (no route-not-found), and
+    the routes the clients rely on are documented."""
     document = httpx.get(hub.service_url + "api/openapi.json").json()
-    paths = set(document["paths"])
     prefix = "/services/automl/api"
+    for path, operations in document["paths"].items():
+        assert path.startswith(prefix + "/")
+        concrete = re.sub(r"\{(\w+)\}", lambda m: "acme" if m.group(1) == "name" else "0" * 32, path)
+        for method in operations:
+            response = api("vic").request(method.upper(), concrete[len(prefix) + 1:])
+            body = response.json()
+            assert (response.status_code, body.get("error") if isinstance(body, dict) else None) not in (
+                (404, "route_not_found"), (405, "method_not_allowed")), (method, path)
     for path in ("/health", "/me", "/datasets", "/datasets/{dataset_id}", "/jobs", "/jobs/{job_id}",
-                 "/jobs/{job_id}/cancel", "/models", "/models/{model_id}", "/models/{model_id}/download",
-                 "/models/{model_id}/predict"):
-        assert prefix + path in paths
+                 "/jobs/{job_id}/cancel", "/jobs/{job_id}/events", "/models", "/models/{model_id}",
+                 "/models/{model_id}/download", "/models/{model_id}/predict", "/models/{model_id}/report"):
+        assert prefix + path in document["paths"]
     assert "JobCreate" in document["components"]["schemas"]
+    unknown = api("vic").get("no/such/route")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "route_not_found"
 
 
 def test_upload_profiles_the_file(dataset):
