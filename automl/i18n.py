@@ -84,6 +84,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "task='{task}' does not fit target '{target}' with {n_classes} distinct values.",
         "fr": "task='{task}' ne correspond pas à la cible « {target} » qui a {n_classes} valeurs distinctes.",
     },
+    "bad_refit": {
+        "en": "refit must be 'auto', True or False, not {value!r}.",
+        "fr": "refit doit valoir 'auto', True ou False, pas {value!r}.",
+    },
     # --- prediction -----------------------------------------------------------
     "not_fitted": {
         "en": "This model is not trained yet: call fit first.",

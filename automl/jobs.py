@@ -122,13 +122,12 @@ def predict_rows(model_id: str, storage_key: str, signature: str, rows: list[dic
     _models.move_to_end(model_id)
     frame = pd.DataFrame.from_records(rows)
     check_columns(frame, list(model.feature_names_in_))
-    predictions = model.predict(frame)
-    result = {"predictions": [_plain(v) for v in np.asarray(predictions).tolist()]}
-    if model.task_ != "regression":
-        proba = model.predict_proba(frame)
-        labels = [str(c) for c in model.classes_]
-        result["probabilities"] = [dict(zip(labels, map(float, row))) for row in proba]
-    return result
+    if model.task_ == "regression":
+        return {"predictions": [_plain(v) for v in np.asarray(model.predict(frame)).tolist()]}
+    proba = model.predict_proba(frame)  # once: the predicted class is its argmax
+    labels = [str(c) for c in model.classes_]
+    return {"predictions": [_plain(v) for v in model.classes_[proba.argmax(axis=1)].tolist()],
+            "probabilities": [dict(zip(labels, map(float, row))) for row in proba]}
 
 
 def check_columns(frame, expected: list[str]) -> None:
@@ -153,13 +152,19 @@ def forget_model(model_id: str) -> None:
     _models.pop(model_id, None)
 
 
-def warm_up() -> int:
-    """Import the scientific stack in a fresh child so the first job does not pay for it."""
+def warm_up(settings: Settings | None = None) -> int:
+    """Import the scientific stack in a fresh child so the first job does not pay
+    for it; a job child also opens the MLflow store (1-2 s the first time)."""
     import automl.engine  # noqa: F401
     from . import tracking
 
-    if tracking.is_available():
-        import mlflow  # noqa: F401 - 2-3 s, paid here rather than by the first job
+    if settings is not None and tracking.is_available():
+        import mlflow
+
+        try:
+            mlflow.MlflowClient(settings.mlflow_tracking_uri).search_experiments(max_results=1)
+        except Exception:  # noqa: BLE001 - only a warm-up: the job reports tracking problems
+            log.warning("MLflow store %s not reachable at warm-up", settings.mlflow_tracking_uri)
 
     return multiprocessing.current_process().pid
 
@@ -494,13 +499,14 @@ class LocalRunner:
         self.settings = settings or get_settings()
         self._context = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._broken = threading.Event()
-        self.jobs = self._pool(self.settings.job_workers)
+        self.jobs = self._pool(self.settings.job_workers, self.settings)
         self.interactive = self._pool(1)
+        self.uploads = self._pool(1)
 
-    def _pool(self, workers: int) -> ProcessPoolExecutor:
+    def _pool(self, workers: int, settings: Settings | None = None) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(workers, mp_context=self._context)
         for _ in range(workers):
-            pool.submit(warm_up)
+            pool.submit(warm_up, settings)
         return pool
 
     def submit(self, job_id: str):
@@ -513,12 +519,22 @@ class LocalRunner:
             self._broken.set()
 
     def call(self, function, *args):
-        """Short interactive work in the warm child; returns a concurrent Future."""
+        """Short interactive work (predictions, reports) in its warm child; returns
+        a concurrent Future."""
         try:
             return self.interactive.submit(function, *args)
         except BrokenProcessPool:
             self.interactive = self._pool(1)
             return self.interactive.submit(function, *args)
+
+    def parse(self, function, *args):
+        """Parsing an upload, in a child of its own: a large file takes minutes and
+        gigabytes, and predictions must not wait behind it."""
+        try:
+            return self.uploads.submit(function, *args)
+        except BrokenProcessPool:
+            self.uploads = self._pool(1)
+            return self.uploads.submit(function, *args)
 
     def recover(self, engine) -> dict:
         """No process runs any job now (at start, or after the pool broke): jobs
@@ -551,7 +567,7 @@ class LocalRunner:
         if self._broken.is_set():
             self._broken.clear()
             self.jobs.shutdown(wait=False, cancel_futures=True)
-            self.jobs = self._pool(self.settings.job_workers)
+            self.jobs = self._pool(self.settings.job_workers, self.settings)
             return self.recover(engine)
         limit = now() - timedelta(seconds=STALE_SECONDS if stale_after is None else stale_after)
         result = {"requeued": [], "failed": [], "queued": []}
@@ -564,7 +580,7 @@ class LocalRunner:
         return result
 
     def shutdown(self, wait: bool = False):
-        for pool in (self.jobs, self.interactive):
+        for pool in (self.jobs, self.interactive, self.uploads):
             pool.shutdown(wait=wait, cancel_futures=True)
 
 

@@ -1,5 +1,6 @@
 """Fitting, predicting, fitted outputs, control and reproducibility."""
 
+import pickle
 import threading
 import time
 
@@ -239,10 +240,10 @@ def test_unknown_device_is_refused(binary_df):
 def test_xgboost_trains_on_the_gpu(binary_df):
     model = AutoML(time_budget=None, max_trials=2, device="cuda").fit(binary_df, target="bought")
     assert model.device_ == "cuda"
-    member = next(m for c, m, w in model._members if c.family == "xgboost") if any(
-        c.family == "xgboost" for c, _, _ in model._members) else None
-    if member is not None:
-        assert member[0].get_params()["device"] == "cuda"
+    xgb_models = [model._full.get(i) or models[0] for i, (c, models, _) in enumerate(model._members)
+                  if c.family == "xgboost"]
+    for member in xgb_models:
+        assert member.get_params()["device"] == "cuda"
 
 
 def test_large_data_is_subsampled_for_the_search(monkeypatch, binary_df):
@@ -302,3 +303,39 @@ def test_temperature_scaling_repairs_overconfident_probabilities():
     log_loss = METRICS["log_loss"]
     assert log_loss.score(y, repaired) < log_loss.score(y, overconfident)
     np.testing.assert_array_equal(repaired.argmax(axis=1), overconfident.argmax(axis=1))
+
+
+def test_refit_members_predict_once_each_and_agree_with_the_bag(binary_df):
+    """One model per member on all rows replaces the bag of fold models: the file
+    is smaller, and predictions stay close to the bag's."""
+    refit = AutoML(time_budget=None, max_trials=3, seed=0, refit=True).fit(binary_df, target="bought")
+    bag = AutoML(time_budget=None, max_trials=3, seed=0, refit=False).fit(binary_df, target="bought")
+    assert set(refit._full) == set(range(len(refit._members)))
+    assert all(models is None for _, models, _ in refit._members) and refit._preprocessors == []
+    assert not bag._full and all(models for _, models, _ in bag._members)
+    assert refit.leaderboard_["score"].tolist() == bag.leaderboard_["score"].tolist()
+    X = binary_df.drop(columns="bought")
+    p_refit, p_bag = refit.predict_proba(X)[:, 1], bag.predict_proba(X)[:, 1]
+    assert np.allclose(refit.predict_proba(X).sum(axis=1), 1.0)
+    assert np.corrcoef(p_refit, p_bag)[0, 1] > 0.9
+    assert len(pickle.dumps(refit)) < len(pickle.dumps(bag))
+
+
+def test_members_without_time_to_refit_keep_their_bag(monkeypatch, binary_df):
+    from automl.engine import core
+
+    monkeypatch.setattr(core, "REFIT_SHARE", 0.0)  # the refit deadline has passed before it starts
+    model = AutoML(time_budget=5, max_trials=2, seed=0).fit(binary_df, target="bought")
+    assert not model._full and all(models for _, models, _ in model._members)
+    assert model.predict(binary_df.drop(columns="bought")).shape == (len(binary_df),)
+
+
+def test_auto_refit_keeps_the_bag_for_log_loss_on_small_data(multiclass_df):
+    model = AutoML(time_budget=None, max_trials=2, seed=0).fit(multiclass_df, target="segment")
+    assert model.metric_ == "log_loss" and not model._full
+
+
+def test_refit_takes_auto_true_or_false(binary_df):
+    with pytest.raises(ParameterError) as caught:
+        AutoML(refit="yes").fit(binary_df, target="bought")
+    assert caught.value.code == "bad_refit"

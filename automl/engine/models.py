@@ -105,9 +105,10 @@ def _fit_xgboost(params, ctx, X, y, X_val, y_val):
     if ctx.categorical is not None and ctx.categorical.any():
         # Native categorical splits on the ordinal codes, rather than treating codes as numbers.
         params.update(enable_categorical=True, feature_types=["c" if c else "q" for c in ctx.categorical])
+    refit = X_val is None  # a refit on all rows: the size comes from the fold models
     model = cls(
         n_estimators=params.pop("n_estimators", 3000),
-        early_stopping_rounds=50,
+        early_stopping_rounds=None if refit else 50,
         eval_metric=eval_metric,
         tree_method="hist",
         device=ctx.device,
@@ -116,10 +117,10 @@ def _fit_xgboost(params, ctx, X, y, X_val, y_val):
         callbacks=[_StopWhen(ctx.should_stop)],
         **params,
     )
-    model.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+    model.fit(X, y, eval_set=None if refit else [(X_val, y_val)], verbose=False)
     model.set_params(callbacks=None)  # the callback holds the search's clock: not for pickling
     booster = model.get_booster()
-    if booster.num_boosted_rounds() > model.best_iteration + 1:
+    if not refit and booster.num_boosted_rounds() > model.best_iteration + 1:
         # The rounds after the best one (early stopping's patience) are never used to
         # predict; dropping them saves memory in every fold model the ensemble keeps.
         best = booster[: model.best_iteration + 1]
@@ -155,7 +156,7 @@ def _fit_hist_gb(params, ctx, X, y, X_val, y_val):
     cls = HistGradientBoostingClassifier if ctx.classification else HistGradientBoostingRegressor
     categorical = ctx.categorical if ctx.categorical is not None and ctx.categorical.any() else None
     limit = params.pop("max_iter", 1000)
-    use_val = params.pop("early_stopping", True)
+    use_val = params.pop("early_stopping", True) if X_val is not None else False
     model = cls(
         random_state=ctx.seed,
         categorical_features=categorical,
@@ -306,6 +307,30 @@ def portfolio(task: str, n_rows: int) -> list[Candidate]:
     if n_rows <= 50_000:
         out.insert(1, Candidate("knn", "knn", {"n_neighbors": 10}))
     return out
+
+
+def refit_params(candidate: Candidate, fold_models: list) -> dict:
+    """The candidate's parameters for one model on all rows: iterative families
+    take the size their fold models reached (early stopping or the clock), the
+    forests the trees the whole bag kept."""
+    params = dict(candidate.params)
+    first = fold_models[0]
+    if candidate.family == "xgboost":
+        params["n_estimators"] = max(1, round(np.mean([m.get_booster().num_boosted_rounds() for m in fold_models])))
+    elif candidate.family == "hist_gb":
+        params["max_iter"] = max(1, round(np.mean([m.n_iter_ for m in fold_models])))
+    elif candidate.family in ("random_forest", "extra_trees"):
+        params["n_estimators"] = sum(len(m.estimators_) for m in fold_models)
+        params["min_samples_leaf"] = first.min_samples_leaf
+        if "max_features" not in params:
+            params["max_features"] = first.max_features
+    return params
+
+
+def serving_threads(model, n_rows: int, n_jobs: int) -> None:
+    """Few rows: one thread (starting a pool costs more than the work); many: all."""
+    if hasattr(model, "n_jobs") and not hasattr(model, "get_booster"):
+        model.n_jobs = 1 if n_rows < 2000 else n_jobs
 
 
 def baseline() -> Candidate:

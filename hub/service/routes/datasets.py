@@ -103,7 +103,7 @@ async def upload_dataset(
         size = await _receive(request, path, limit)
         if size == 0:
             raise DataError("file_empty", path=filename)
-        future = p.runner.call(profile_upload, str(path), filename, limit)
+        future = p.runner.parse(profile_upload, str(path), filename, limit)
         info = await asyncio.wrap_future(future)
         return await run_in_threadpool(_store, request, caller, path, filename, name, ext, size, info)
     finally:
