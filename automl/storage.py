@@ -181,6 +181,19 @@ class _Download(io.RawIOBase):
                 super().close()
 
 
+def _copy_whole(source, path: Path, prefix: str) -> None:
+    """Copy `source` to `path` whole or not at all: into a hidden file beside it,
+    renamed at the end, so that no reader ever sees half a file."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as target:
+            shutil.copyfileobj(source, target, CHUNK_SIZE)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
 class Storage(abc.ABC):
     """Where the platform keeps datasets, models, reports and predictions.
 
@@ -224,14 +237,7 @@ class Storage(abc.ABC):
         leaves no partial file behind."""
         path = Path(path)
         with self.open(key) as source:
-            fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as target:
-                    shutil.copyfileobj(source, target, CHUNK_SIZE)
-                os.replace(partial, path)
-            except BaseException:
-                Path(partial).unlink(missing_ok=True)
-                raise
+            _copy_whole(source, path, prefix=f".{path.name}.")
 
     def size(self, key: str) -> int:
         key = check_key(key)
@@ -345,14 +351,7 @@ class LocalStorage(Storage):
     def _put(self, key, stream, length):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as target:
-                shutil.copyfileobj(stream, target, CHUNK_SIZE)
-            os.replace(partial, path)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        _copy_whole(stream, path, prefix=".")
 
     def _open(self, key):
         return self._path(key).open("rb")
