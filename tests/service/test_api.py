@@ -180,6 +180,12 @@ def test_bad_job_requests_are_refused_and_queue_nothing(api, dataset, overrides,
     assert len(api("ana").get("jobs").json()) == before
 
 
+def test_jobs_filter_by_a_known_status_only(api):
+    assert api("ana").get("jobs", params={"status": "succeeded"}).status_code == 200
+    response = api("ana").get("jobs", params={"status": "done"})
+    assert response.status_code == 422 and response.json()["error"] == "field_not_a_choice"
+
+
 def test_malformed_json_is_a_422(api):
     response = api("ana").post("jobs", content=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 422 and response.json()["error"] == "invalid_json"

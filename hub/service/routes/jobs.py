@@ -7,6 +7,7 @@ two submissions cannot both take a tenant's last slot.
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -75,7 +76,8 @@ def submit_job(body: JobCreate, request: Request, caller: Caller = Depends(requi
 
 
 @router.get("/jobs", response_model=list[JobOut])
-def list_jobs(request: Request, status: str | None = None, caller: Caller = Depends(require("read"))):
+def list_jobs(request: Request, status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+              caller: Caller = Depends(require("read"))):
     with session(request) as s:
         query = select(db.Job).where(db.Job.tenant == caller.tenant)
         if status:
