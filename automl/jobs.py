@@ -7,6 +7,9 @@ the short interactive work (profiling an upload, predicting a few rows) — and
 the metadata DB stays the source of truth: a child claims a queued job
 atomically, heartbeats while it runs, and writes its result only if the job is
 still its own. That is what makes a restart safe (see `LocalRunner.recover`).
+Every transaction that reads and then writes is `immediate`: on SQLite, a
+deferred one fails with "database is locked" when the heartbeat wrote between
+its read and its write.
 """
 
 from __future__ import annotations
@@ -219,7 +222,7 @@ def _record_compute(engine, claim: _Claim) -> None:
     from .db.session import session_scope
     from .quotas import record_usage
 
-    with session_scope(engine) as session:
+    with session_scope(engine, immediate=True) as session:
         job = session.get(db.Job, claim.job_id)
         if job is not None and job.attempts == claim.attempt and job.finished_at is not None:
             record_usage(session, job.tenant, job.owner, "compute_seconds", job.compute_seconds or 0.0, job_id=job.id)
@@ -231,7 +234,7 @@ def _claim(engine, job_id: str) -> _Claim | None:
     from .db import models as db
     from .db.session import session_scope
 
-    with session_scope(engine) as session:
+    with session_scope(engine, immediate=True) as session:
         job = session.get(db.Job, job_id)
         if job is None or job.status != "queued":
             return None
@@ -257,7 +260,7 @@ def _finish(engine, job_id, claim: _Claim, **values) -> bool:
     """Write the job's end, unless another run has taken it over since."""
     from .db.session import session_scope
 
-    with session_scope(engine) as session:
+    with session_scope(engine, immediate=True) as session:
         job = _still_mine(session, claim)
         if job is None:
             return False
@@ -322,7 +325,7 @@ class _Progress:
     def _write(self):
         from .db.session import session_scope
 
-        with session_scope(self.engine) as session:
+        with session_scope(self.engine, immediate=True) as session:
             job = _still_mine(session, self.claim)
             if job is None or job.cancel_requested:  # cancelled by a user, or taken over after a restart
                 self.stop_requested = True
@@ -372,7 +375,7 @@ def _train(engine, claim: _Claim, settings: Settings, progress: _Progress) -> st
         key = artifact_key(tenant, "models", model_id, "model.automl")
         size = storage.put_file(key, str(model_path))
         board = _jsonable(model.leaderboard_.to_dict(orient="records"))
-        with session_scope(engine) as session:
+        with session_scope(engine, immediate=True) as session:
             if _still_mine(session, claim) is None:
                 storage.delete(key)
                 return "superseded"
@@ -428,7 +431,7 @@ def _track(engine, model, model_path, model_id, settings, *, tenant, owner, job_
     except TrackingError as error:
         log.warning("tracking of job %s failed: %s", job_id, error.message("en"))
         extra = {"tracking_warning": {"error": error.code, **_jsonable(error.params)}}
-    with session_scope(engine) as session:
+    with session_scope(engine, immediate=True) as session:
         row = session.get(db.Model, model_id)
         if row is not None:
             row.details = {**row.details, **extra}
@@ -546,7 +549,7 @@ class LocalRunner:
         from .db.session import session_scope
 
         result = {"requeued": [], "failed": [], "queued": []}
-        with session_scope(engine) as session:
+        with session_scope(engine, immediate=True) as session:
             for job in session.scalars(select(db.Job).where(db.Job.status.in_(("running", "queued")))):
                 if job.status == "queued":
                     result["queued"].append(job.id)
@@ -571,7 +574,7 @@ class LocalRunner:
             return self.recover(engine)
         limit = now() - timedelta(seconds=STALE_SECONDS if stale_after is None else stale_after)
         result = {"requeued": [], "failed": [], "queued": []}
-        with session_scope(engine) as session:
+        with session_scope(engine, immediate=True) as session:
             stale = select(db.Job).where(db.Job.status == "running", db.Job.heartbeat_at < limit)
             for job in session.scalars(stale):
                 result[_take_back(job, "job_lost")].append(job.id)

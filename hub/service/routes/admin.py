@@ -26,7 +26,7 @@ def tenant_out(s, tenant: db.Tenant, settings) -> TenantOut:
 
 @router.get("/tenants", response_model=list[TenantOut])
 def list_tenants(request: Request, caller: Caller = Depends(require("admin"))):
-    with session(request) as s:
+    with session(request, write=True) as s:
         settings = platform(request).settings
         return [tenant_out(s, t, settings) for t in s.scalars(select(db.Tenant).order_by(db.Tenant.name))]
 
@@ -36,7 +36,7 @@ def update_tenant(name: str, body: TenantUpdate, request: Request, caller: Calle
     """Create or change a tenant: its plan, whether it is disabled, its trial end
     (`extend_trial_days` counts from today)."""
     settings = platform(request).settings
-    with session(request) as s:
+    with session(request, write=True) as s:
         tenant = get_or_create_tenant(s, check_tenant_name(name), settings)
         if body.plan is not None:
             plan = s.get(db.Plan, body.plan)
@@ -63,7 +63,7 @@ def list_plans(request: Request, caller: Caller = Depends(require("admin"))):
 def put_plan(name: str, body: PlanIn, request: Request, caller: Caller = Depends(require("admin"))):
     """Create or replace a plan; its tenants follow the new limits at once."""
     check_tenant_name(name)  # same slug rules: plan names appear in URLs and messages
-    with session(request) as s:
+    with session(request, write=True) as s:
         plan = s.get(db.Plan, name) or db.Plan(name=name)
         for field, value in body.model_dump().items():
             setattr(plan, field, value)

@@ -22,7 +22,7 @@ def health():
 
 @router.get("/me", response_model=MeOut)
 def me(request: Request, caller: Caller = Depends(require("read"))):
-    with session(request) as s:
+    with session(request, write=True) as s:  # a first visit creates the tenant
         quota = quotas.quota_status(s, caller.tenant, platform(request).settings)
     return MeOut(user=caller.name, tenant=caller.tenant, roles=list(caller.roles), scopes=list(caller.scopes),
                  quota=quota)

@@ -87,7 +87,7 @@ async def upload_dataset(
     ext = upload_extension(filename)
 
     def limit_for(size):
-        with session(request) as s:
+        with session(request, write=True) as s:  # a first upload may create the tenant
             quotas.check_upload_size(s, caller.tenant, size, p.settings)
             return quotas.upload_limit(s, caller.tenant, p.settings)
 
@@ -118,7 +118,7 @@ def _store(request, caller, path, filename, name, ext, size, info) -> db.Dataset
     key = artifact_key(caller.tenant, "datasets", dataset_id, "data" + ext)
     p.storage.put_file(key, str(path))
     try:
-        with session(request) as s:
+        with session(request, write=True) as s:
             row = db.Dataset(
                 id=dataset_id, tenant=caller.tenant, owner=caller.name, name=name or filename, filename=filename,
                 format=FORMATS[ext.removesuffix(".gz")], size_bytes=size, storage_key=key, created_at=now(), **info,
@@ -148,7 +148,7 @@ def get_dataset(dataset_id: str, request: Request, caller: Caller = Depends(requ
 
 @router.delete("/datasets/{dataset_id}", status_code=204)
 def delete_dataset(dataset_id: str, request: Request, caller: Caller = Depends(require("train"))):
-    with session(request) as s:
+    with session(request, write=True) as s:
         row = get_owned(s, db.Dataset, caller.tenant, dataset_id)
         active = s.scalar(select(db.Job.id).where(db.Job.dataset_id == row.id,
                                                   db.Job.status.in_(("queued", "running"))).limit(1))

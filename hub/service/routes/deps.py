@@ -14,6 +14,9 @@ def platform(request: Request):
 
 
 @contextmanager
-def session(request: Request):
-    with session_scope(platform(request).engine) as s:
+def session(request: Request, write: bool = False):
+    """A metadata session. `write=True` for any transaction that may write:
+    on SQLite it takes the write lock first, so it cannot fail half-way with
+    "database is locked" when a job's heartbeat writes in between."""
+    with session_scope(platform(request).engine, immediate=write) as s:
         yield s

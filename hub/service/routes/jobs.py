@@ -95,7 +95,7 @@ def get_job(job_id: str, request: Request, caller: Caller = Depends(require("rea
 def cancel_job(job_id: str, request: Request, caller: Caller = Depends(require("train"))):
     """A queued job is cancelled at once; a running one stops at its next
     heartbeat and keeps the best model found so far."""
-    with session(request) as s:
+    with session(request, write=True) as s:
         job = get_owned(s, db.Job, caller.tenant, job_id)
         if job.status not in ACTIVE:
             raise ConflictError("job_finished", status=job.status)

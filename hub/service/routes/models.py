@@ -73,7 +73,7 @@ def safe_name(name: str) -> str:
 
 @router.delete("/models/{model_id}", status_code=204)
 def delete_model(model_id: str, request: Request, caller: Caller = Depends(require("train"))):
-    with session(request) as s:
+    with session(request, write=True) as s:
         row = get_owned(s, db.Model, caller.tenant, model_id)
         key = row.storage_key
         s.delete(row)
