@@ -19,7 +19,6 @@ from automl.errors import (
     AutoMLError,
     DataError,
     ModelFileError,
-    NotFoundError,
     ParameterError,
     StorageError,
 )
@@ -30,7 +29,6 @@ log = logging.getLogger(__name__)
 
 # Status of each kind of error, unless the error carries its own `http_status`.
 STATUS = (
-    (NotFoundError, 404),
     (DataError, 422),
     (ParameterError, 422),
     (ArtifactSignatureError, 500),

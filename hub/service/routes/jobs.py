@@ -24,6 +24,7 @@ from ..app import language
 from ..auth import Caller, require
 from ..schemas import BatchCreate, JobCreate, JobOut
 from .deps import platform, session
+from .models import stream
 
 router = APIRouter(tags=["jobs"])
 
@@ -167,13 +168,6 @@ def job_output(job_id: str, request: Request, caller: Caller = Depends(require("
         if job.result_key is None:
             raise ConflictError("job_no_output", status=job.status)
         key = job.result_key
-    handle = platform(request).storage.open(key)
-
-    def chunks():
-        with handle:
-            while block := handle.read(1 << 20):
-                yield block
-
-    return StreamingResponse(chunks(), media_type="text/csv", headers={
+    return StreamingResponse(stream(platform(request).storage, key), media_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="predictions-{job_id}.csv"'})
 
