@@ -684,6 +684,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Cannot write '{path}': the folder '{folder}' does not exist.",
         "fr": "Impossible d'écrire « {path} » : le dossier « {folder} » n'existe pas.",
     },
+    "parquet_needs_pyarrow": {
+        "en": "Parquet files need pyarrow, which is not installed: pip install 'automl-hub[parquet]'.",
+        "fr": "Les fichiers Parquet demandent pyarrow, qui n'est pas installé : pip install 'automl-hub[parquet]'.",
+    },
     "file_excel_too_many_rows": {
         "en": "Cannot write '{path}': {rows} rows exceed Excel's limit of {limit}. Use .csv or .parquet.",
         "fr": "Impossible d'écrire « {path} » : {rows} lignes dépassent la limite d'Excel ({limit}). Utilisez .csv ou .parquet.",

@@ -126,6 +126,7 @@ def write_table(df: pd.DataFrame, path) -> None:
     elif kind == "tsv":
         df.to_csv(path, index=False, sep="\t")
     elif kind == "parquet":
+        _pyarrow_parquet()
         df.to_parquet(path, index=False)
     else:
         if len(df) > EXCEL_MAX_ROWS:
@@ -186,9 +187,17 @@ def _is_xlsx(path: Path) -> bool:
 # --- Parquet and Excel ------------------------------------------------------------
 
 
-def _read_parquet(path: Path, shown: str) -> pd.DataFrame:
-    import pyarrow.parquet as pq
+def _pyarrow_parquet():
+    """pyarrow is the `parquet` extra: without it, say how to get it."""
+    try:
+        import pyarrow.parquet
+    except ImportError as error:
+        raise DataError("parquet_needs_pyarrow") from error
+    return pyarrow.parquet
 
+
+def _read_parquet(path: Path, shown: str) -> pd.DataFrame:
+    pq = _pyarrow_parquet()
     try:
         names = pq.read_schema(path).names
         _refuse_duplicates(names, shown)

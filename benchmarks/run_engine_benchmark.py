@@ -24,9 +24,13 @@ import benchlib
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "runner.py"
+# The engine and the HGB floor run as `pip install automl-hub` installs them
+# (setup_anchors.sh engine); without that venv, in the project's own.
+ENGINE_VENV = HERE / ".venv-engine" / "bin" / "python"
+ENGINE_PYTHON = ENGINE_VENV if ENGINE_VENV.exists() else benchlib.REPO_ROOT / ".venv" / "bin" / "python"
 PYTHONS = {
-    "engine": benchlib.REPO_ROOT / ".venv" / "bin" / "python",
-    "hgb": benchlib.REPO_ROOT / ".venv" / "bin" / "python",
+    "engine": ENGINE_PYTHON,
+    "hgb": ENGINE_PYTHON,
     "flaml": HERE / ".venv-flaml" / "bin" / "python",
     "autogluon": HERE / ".venv-autogluon" / "bin" / "python",
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Creates the two anchor venvs the engine benchmark compares against.
+# Creates the venvs the engine benchmark runs its systems in: the engine's own
+# and the two anchors it compares against.
 # They live apart from the project venv so that the anchors' pins (FLAML's
 # xgboost<3, AutoGluon's pandas<2.4) never touch the engine's dependencies.
 # Idempotent: a venv that exists and imports what it needs is left alone.
 #
-#   bash benchmarks/setup_anchors.sh            # both
+#   bash benchmarks/setup_anchors.sh            # all three
 #   bash benchmarks/setup_anchors.sh flaml      # one
 #   PYTHON=python3.11 bash benchmarks/setup_anchors.sh
 set -euo pipefail
@@ -38,6 +39,22 @@ assert_absent() {
             log "ERROR: $pkg is installed in $venv"; exit 1
         fi
     done
+}
+
+# The engine as `pip install automl-hub` installs it (no extras), like each
+# anchor in a venv of its own requirements only: the project's dev venv also
+# holds pyarrow (mlflow), which pandas imports in every process (~36 MB).
+setup_engine() {
+    local venv="$HERE/.venv-engine"
+    if ready "$venv" "import automl.engine, xgboost, optuna"; then
+        "$venv/bin/python" -m pip install -q --no-deps -e "$HERE/.."  # the engine's code as it is now
+        log "engine venv ready: $venv"; return
+    fi
+    log "creating $venv"
+    make_venv "$venv"
+    "$venv/bin/python" -m pip install -q -e "$HERE/.."
+    assert_absent "$venv" pyarrow
+    log "engine venv done: $venv"
 }
 
 setup_flaml() {
@@ -75,11 +92,12 @@ setup_autogluon() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(flaml autogluon)
+[ ${#targets[@]} -gt 0 ] || targets=(engine flaml autogluon)
 for t in "${targets[@]}"; do
     case "$t" in
+        engine) setup_engine ;;
         flaml) setup_flaml ;;
         autogluon) setup_autogluon ;;
-        *) log "unknown anchor: $t (expected flaml or autogluon)"; exit 2 ;;
+        *) log "unknown venv: $t (expected engine, flaml or autogluon)"; exit 2 ;;
     esac
 done

@@ -169,6 +169,15 @@ def test_unreadable_data_is_one_line(tmp_path, capsys, fake_engine, name, conten
     assert fake_engine.instances == []
 
 
+def test_parquet_without_pyarrow_says_which_extra_to_install(tmp_path, capsys, fake_engine, monkeypatch):
+    path = tmp_path / "data.parquet"
+    pd.DataFrame({"a": [1, 2], "b": [3, 4]}).to_parquet(path)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if the `parquet` extra were not installed
+    assert cli.main(["train", str(path), "--target", "a", "--lang", "en"]) == 2
+    assert "automl-hub[parquet]" in one_error_line(capsys.readouterr().err)
+    assert fake_engine.instances == []
+
+
 def test_missing_output_folder_is_refused_before_training(churn_csv, tmp_path, capsys, fake_engine):
     out = tmp_path / "no" / "such" / "m.automl"
     assert cli.main(["train", str(churn_csv), "--target", "churned", "--out", str(out), "--lang", "en"]) == 2

@@ -18,18 +18,21 @@ from ..errors import NotFittedError, ParameterError
 from . import checks
 from .ensemble import greedy_selection
 from .metrics import DEFAULT_METRIC, METRICS, metrics_for, report
-from .models import Candidate, Context, fit_model, predict_matrix, refit_params, serving_threads
+from .models import Candidate, Context, fit_model, predict_matrix, serving_threads
 from .preprocessing import build_preprocessor, categorical_mask, coerce
 from .search import Folds, Search, make_splits, release_memory
 
 MAX_BUDGET = 7 * 24 * 3600
-SEARCH_SHARE = 0.85  # of the budget; the rest ensembles, refits and explains
-REFIT_SHARE = 0.95  # refits end by this share of the budget: importance and plots come after
+SEARCH_SHARE = 0.85  # of the budget; the rest ensembles, explains and refits
+IMPORTANCE_SHARE = 0.88  # importance repeats (at least one) end by this share of the budget
+REFIT_SHARE = 0.95  # refits end by this share of the budget
 REFIT_MIN_ROWS_LOG_LOSS = 2000
 IMPORTANCE_ROWS = 2000
 PLOT_POINTS = 1000
 SAMPLE_ROWS_PER_SECOND = 2000  # rows the search can afford per second of budget on 2 cores
 MIN_SAMPLE_ROWS = 50_000
+FINAL_FOREST_MEMORY = 64e6  # bytes that the refit forests of an ensemble share
+MIN_REFIT_TREES = 50
 
 
 class AutoML(BaseEstimator):
@@ -195,8 +198,7 @@ class AutoML(BaseEstimator):
         trials = trials or [search.trials[0]]  # nothing but the baseline finished
         weights = greedy_selection([t.oof for t in trials], folds.y_val, metric, self.ensemble_size) \
             if self.ensemble_size else np.eye(len(trials))[np.argmax([t.gain for t in trials])]
-        members = [(t, w) for t, w in zip(trials, weights) if w > 0]
-        self._members = [(t.candidate, search.store.get(t.models_path), float(w)) for t, w in members]
+        members = [(t, float(w)) for t, w in zip(trials, weights) if w > 0]
         self._preprocessors = folds.preprocessors
         self._context = Context(ctx.task, ctx.n_classes, ctx.seed, ctx.n_jobs, ctx.device)
         oof = sum(w * t.oof for t, w in members)
@@ -213,11 +215,19 @@ class AutoML(BaseEstimator):
                    best_score=self.best_score_, best_model=self.best_model_,
                    remaining=None if self.time_budget is None else max(0.0, self.time_budget - (time.monotonic() - started)))
         self.plot_data_ = self._plot_data(folds.y_val, oof)
+        # The importance before the refit: its fold models and the refit models are
+        # then never in memory together, and the peak is the larger phase, not the sum.
+        self.feature_importance_ = self._permutation_importance(members, folds, metric, search.store,
+                                                                self._deadline(started, IMPORTANCE_SHARE))
         self._full, self._full_preprocessors = {}, {}
         if self._should_refit(metric, len(folds.y)) and not self._cancel_event().is_set():  # cancelled: ends now
             self._refit_members(members, folds, ctx, self._deadline(started, REFIT_SHARE))
-        self.feature_importance_ = self._permutation_importance(folds, metric, self._deadline(started, 0.98))
-        self._drop_refit_bags()
+        # The model keeps what it predicts with: the refit members, and the bags of the others.
+        self._members = [(t.candidate, None if i in self._full else search.store.get(t.models_path), w)
+                         for i, (t, w) in enumerate(members)]
+        if not any(models is not None for _, models, _ in self._members):
+            self._preprocessors = []
+        release_memory()
         self.guardrails_ = guards
         self.n_trials_ = len(search.trials)
         self.failures_ = search.failures
@@ -235,25 +245,31 @@ class AutoML(BaseEstimator):
     def _refit_members(self, members, folds, ctx, deadline):
         """One model per member on all rows, heaviest weight first, while the budget
         allows; a member whose refit cannot fit keeps its bag. Validation scores stay
-        those of the bag (out-of-fold): the refit sees the same data, all at once."""
+        those of the bag (out-of-fold): the refit sees the same data, all at once.
+        The forests share FINAL_FOREST_MEMORY in proportion to their weights: a
+        member's share of the prediction is what its trees' number matters for."""
         n_folds = len(folds.splits)
         full_ctx = Context(ctx.task, ctx.n_classes, ctx.seed, ctx.n_jobs, ctx.device, n_folds=1, deadline=deadline,
                            should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
+        forest_weight = sum(w for t, w in members if t.refit.tree_bytes)
         order = sorted(range(len(members)), key=lambda i: -members[i][1])
         for i in order:
-            trial = members[i][0]
-            candidate, fold_models, _ = self._members[i]
+            trial, weight = members[i]
             estimate = 1.3 * trial.fit_time / n_folds
             if deadline is not None and time.monotonic() + estimate > deadline:
                 continue
-            flavour = candidate.flavour
+            flavour = trial.candidate.flavour
             if flavour not in self._full_preprocessors:
                 pre = build_preprocessor(flavour, self.feature_kinds_, ctx.task, ctx.seed)
                 matrix = pre.fit_transform(folds.X, folds.y)
                 mask = categorical_mask(pre) if flavour == "tree" else None
                 self._full_preprocessors[flavour] = (pre, matrix, mask)
             pre, matrix, mask = self._full_preprocessors[flavour]
-            refit = Candidate(candidate.name, candidate.family, refit_params(candidate, fold_models))
+            params = dict(trial.refit.params)
+            if trial.refit.tree_bytes:
+                affordable = int(weight / forest_weight * FINAL_FOREST_MEMORY / trial.refit.tree_bytes)
+                params["n_estimators"] = min(params["n_estimators"], max(MIN_REFIT_TREES, affordable))
+            refit = Candidate(trial.name, trial.candidate.family, params)
             try:
                 model = fit_model(refit, replace(full_ctx, categorical=mask), matrix, folds.y, None, None)
             except Exception:  # noqa: BLE001 - the bag is still there and still good
@@ -261,13 +277,6 @@ class AutoML(BaseEstimator):
             if deadline is None or time.monotonic() < deadline:  # cut short by the clock: the bag is better
                 self._full[i] = model
         self._full_preprocessors = {f: pre for f, (pre, _, _) in self._full_preprocessors.items()}
-
-    def _drop_refit_bags(self):
-        """The fold models of refit members served the out-of-fold importance; the
-        model keeps what it predicts with."""
-        self._members = [(c, None if i in self._full else models, w) for i, (c, models, w) in enumerate(self._members)]
-        if all(models is None for _, models, _ in self._members):
-            self._preprocessors = []
         release_memory()
 
     def _leaderboard(self, trials, members, metric):
@@ -304,32 +313,41 @@ class AutoML(BaseEstimator):
         data["roc"] = roc
         return data
 
-    def _permutation_importance(self, folds, metric, deadline, repeats=3):
+    def _permutation_importance(self, members, folds, metric, store, deadline, repeats=3):
         """Drop of the validation score when one input column is shuffled, on the
-        out-of-fold rows of each fold's own models: what the model relies on."""
+        out-of-fold rows of each fold's own models: what the model relies on. The
+        folds go one at a time, so one fold's models are in memory, not the bags."""
         rng = np.random.default_rng(self.seed)
         columns = [c for c, k in self.feature_kinds_.items() if k != "ignored"]
         per_fold = max(20, min(IMPORTANCE_ROWS, 200_000 // len(columns)) // len(folds.splits))
         samples = [rng.choice(val, size=min(len(val), per_fold), replace=False) for _, val in folds.splits]
         y = np.concatenate([folds.y[s] for s in samples])
-        base = np.concatenate([self._predict_fold(f, folds.X.iloc[s]) for f, s in enumerate(samples)])
-        base_gain = metric.gain(metric.score(y, base))
-        drops = []
-        for _ in range(repeats):
-            if drops and deadline is not None and time.monotonic() > deadline:
-                break
-            shuffled = [[] for _ in columns]
-            for f, s in enumerate(samples):
-                rows = folds.X.iloc[s]
+        base, shuffled = [], [[[] for _ in columns] for _ in range(repeats)]
+        started = time.monotonic()
+        for f, s in enumerate(samples):
+            models = [(t.candidate, store.get(t.models_path, f), w) for t, w in members]
+            rows = folds.X.iloc[s]
+            base.append(self._predict_bagged(models, folds.preprocessors[f], rows))
+            for r in range(repeats):
+                if f == 0 and r == 1 and deadline is not None:  # fold 0's first repeat tells the cost of one
+                    cost = time.monotonic() - started
+                    affordable = int(((deadline - time.monotonic()) / max(cost, 1e-9) + 1) / len(samples))
+                    repeats = max(1, min(repeats, affordable))
+                if r >= repeats:
+                    break
+                shuffle = np.random.default_rng([self.seed, r, f])
                 block = pd.concat([rows] * len(columns), ignore_index=True)
                 for j, c in enumerate(columns):
                     part = slice(j * len(rows), (j + 1) * len(rows))
-                    block.loc[block.index[part], c] = rng.permutation(rows[c].to_numpy())
-                pred = self._predict_fold(f, block)
+                    block.loc[block.index[part], c] = shuffle.permutation(rows[c].to_numpy())
+                pred = self._predict_bagged(models, folds.preprocessors[f], block)
                 for j in range(len(columns)):
-                    shuffled[j].append(pred[j * len(rows):(j + 1) * len(rows)])
-            drops.append([base_gain - metric.gain(metric.score(y, np.concatenate(p))) for p in shuffled])
-        drops = np.asarray(drops)
+                    shuffled[r][j].append(pred[j * len(rows):(j + 1) * len(rows)])
+            del models
+            release_memory()
+        base_gain = metric.gain(metric.score(y, np.concatenate(base)))
+        drops = np.asarray([[base_gain - metric.gain(metric.score(y, np.concatenate(p))) for p in shuffled[r]]
+                            for r in range(repeats)])
         table = pd.DataFrame({"feature": columns, "importance": drops.mean(axis=0), "std": drops.std(axis=0)})
         return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -340,16 +358,19 @@ class AutoML(BaseEstimator):
 
     def _predict_fold(self, f, X):
         """The bagged members' predictions with fold `f`'s models."""
+        models = [(c, models[f], w) for c, models, w in self._members if models is not None]
+        return self._predict_bagged(models, self._preprocessors[f], X)
+
+    def _predict_bagged(self, models, preprocessors, X):
+        """Weighted sum of one fold's models (candidate, model, weight), each on its flavour's matrix."""
         matrices = {}
         total = 0.0
-        for candidate, models, weight in self._members:
-            if models is None:
-                continue  # refit: predicted once, by _ensemble_predict
+        for candidate, model, weight in models:
             flavour = candidate.flavour
             if flavour not in matrices:
-                matrices[flavour] = self._preprocessors[f][flavour].transform(X)
-            serving_threads(models[f], len(X), self._context.n_jobs)
-            total = total + weight * predict_matrix(models[f], matrices[flavour], self._context)
+                matrices[flavour] = preprocessors[flavour].transform(X)
+            serving_threads(model, len(X), self._context.n_jobs)
+            total = total + weight * predict_matrix(model, matrices[flavour], self._context)
         return total
 
     def _ensemble_predict(self, X):

@@ -129,15 +129,18 @@ def _fit_xgboost(params, ctx, X, y, X_val, y_val):
     return model
 
 
-def _grow(model, attribute, first, limit, X, y, ctx, **fit_params):
+def _grow(model, attribute, first, limit, X, y, ctx, most_units=None, **fit_params):
     """Fit with warm_start in doubling steps (few refits) until `limit`, the
     estimator's own early stop, or the deadline: each step is sized from the
-    time per unit so far, so the last one does not overshoot."""
+    time per unit so far, so the last one does not overshoot. `most_units`
+    (model -> int), measured on what is grown so far, caps the size too."""
     size = min(first, limit)
     started = time.monotonic()
     while True:
         model.set_params(**{attribute: size}, warm_start=True)
         model.fit(X, y, **fit_params)
+        if most_units is not None:
+            limit = max(size, min(limit, most_units(model)))
         if getattr(model, "n_iter_", size) < size or size >= limit or ctx.should_stop():
             break  # early stopped (boosting), complete, or out of time
         step = size
@@ -176,19 +179,30 @@ def _forest_size(n_rows: int, n_folds: int) -> int:
     return int(np.clip(3_000_000 / max(n_rows, 1), 50, most))
 
 
-FOREST_MEMORY = 250e6  # bytes for all fold models of one forest candidate
+FOLD_FOREST_MEMORY = 48e6  # bytes one forest model may reach while it grows
 KEPT_FOREST_MEMORY = 64e6  # bytes of one forest candidate's fold models kept after evaluation
 KEPT_FOREST_TREES = 300  # trees, all folds together, that a forest keeps at least
+MIN_FOREST_TREES = 32  # trees that must fit in FOLD_FOREST_MEMORY: leaves grow larger otherwise
 
 
-def _min_leaf_for_memory(n_rows: int, n_trees: int, ctx: Context) -> int:
-    """Smallest leaf size that keeps a bagged forest within FOREST_MEMORY. A fully
-    grown regression tree has about 2n nodes, a classification tree about n (measured
-    on noisy labels); each node costs 64 bytes plus one float per class."""
-    node_bytes = 64 + 8 * max(ctx.n_classes, 1)
+def _node_bytes(ctx: Context) -> int:
+    """A fitted tree's node: 64 bytes of structure plus one float per class."""
+    return 64 + 8 * max(ctx.n_classes, 1)
+
+
+def tree_bytes(forests, ctx: Context) -> float:
+    """Mean bytes of one fitted tree over the given forests."""
+    trees = [t for forest in forests for t in forest.estimators_]
+    return _node_bytes(ctx) * sum(t.tree_.node_count for t in trees) / max(len(trees), 1)
+
+
+def _min_leaf_for_memory(n_rows: int, ctx: Context) -> int:
+    """Smallest leaf size at which MIN_FOREST_TREES fully grown trees fit in
+    FOLD_FOREST_MEMORY. A fully grown regression tree has about 2n nodes, a
+    classification tree about n (measured on noisy labels)."""
     nodes_per_row = 1.0 if ctx.classification else 2.0
-    total = nodes_per_row * n_rows * n_trees * ctx.n_folds * node_bytes
-    return max(1, int(total / FOREST_MEMORY))
+    total = nodes_per_row * n_rows * MIN_FOREST_TREES * _node_bytes(ctx)
+    return max(1, int(total / FOLD_FOREST_MEMORY))
 
 
 def _fit_forest(kind):
@@ -200,12 +214,13 @@ def _fit_forest(kind):
         }[kind]
         cls = classes[0] if ctx.classification else classes[1]
         limit = params.pop("n_estimators", _forest_size(X.shape[0], ctx.n_folds))
-        floor = _min_leaf_for_memory(X.shape[0], limit, ctx)
-        params["min_samples_leaf"] = max(params.get("min_samples_leaf", 1), floor)
+        params["min_samples_leaf"] = max(params.get("min_samples_leaf", 1), _min_leaf_for_memory(X.shape[0], ctx))
         if not ctx.classification and "max_features" not in params:
             params["max_features"] = 1.0 if kind == "extra_trees" else 0.6
         model = cls(n_jobs=ctx.n_jobs, random_state=ctx.seed, **params)
-        return _grow(model, "n_estimators", max(10, limit // 8), limit, X, y, ctx)
+        # Trees are grown until FOLD_FOREST_MEMORY, measured on the first ones.
+        affordable = lambda grown: int(FOLD_FOREST_MEMORY / tree_bytes([grown], ctx))  # noqa: E731
+        return _grow(model, "n_estimators", max(10, limit // 8), limit, X, y, ctx, most_units=affordable)
 
     return fit
 
@@ -217,9 +232,7 @@ def _compact_forest(model, ctx: Context):
     did not move, while the bag shrank up to fivefold. Only bags above
     KEPT_FOREST_MEMORY are cut: log loss keeps gaining from more trees."""
     trees = model.estimators_
-    node_bytes = 64 + 8 * max(ctx.n_classes, 1)
-    tree_bytes = node_bytes * sum(t.tree_.node_count for t in trees) / len(trees)
-    affordable = int(KEPT_FOREST_MEMORY / (tree_bytes * ctx.n_folds))
+    affordable = int(KEPT_FOREST_MEMORY / (tree_bytes([model], ctx) * ctx.n_folds))
     keep = max(affordable, -(-KEPT_FOREST_TREES // ctx.n_folds))
     if keep < len(trees):
         model.estimators_ = trees[:keep]
@@ -309,22 +322,47 @@ def portfolio(task: str, n_rows: int) -> list[Candidate]:
     return out
 
 
-def refit_params(candidate: Candidate, fold_models: list) -> dict:
-    """The candidate's parameters for one model on all rows: iterative families
-    take the size their fold models reached (early stopping or the clock), the
-    forests the trees the whole bag kept."""
-    params = dict(candidate.params)
-    first = fold_models[0]
+@dataclass(frozen=True)
+class RefitPlan:
+    """How to fit a candidate once on all rows, read off its fold models while
+    they are in memory, so the refit never needs the bag again."""
+
+    params: dict
+    tree_bytes: float | None = None  # forests: expected bytes of one tree grown on all rows
+
+
+FORESTS = ("random_forest", "extra_trees")
+
+
+def fold_summary(candidate: Candidate, model, ctx: Context) -> dict:
+    """What a refit on all rows needs to know of one fold model: the size it reached."""
     if candidate.family == "xgboost":
-        params["n_estimators"] = max(1, round(np.mean([m.get_booster().num_boosted_rounds() for m in fold_models])))
+        return {"rounds": model.get_booster().num_boosted_rounds()}
+    if candidate.family == "hist_gb":
+        return {"iterations": model.n_iter_}
+    if candidate.family in FORESTS:
+        return {"trees": len(model.estimators_), "tree_bytes": tree_bytes([model], ctx),
+                "min_samples_leaf": model.min_samples_leaf, "max_features": model.max_features}
+    return {}
+
+
+def refit_plan(candidate: Candidate, summaries: list[dict], row_ratio: float) -> RefitPlan:
+    """Iterative families take the size their fold models reached (early stopping
+    or the clock), the forests the trees the whole bag kept; `row_ratio` (all rows
+    over a fold's training rows) scales the forests' tree size."""
+    params = dict(candidate.params)
+    if candidate.family == "xgboost":
+        params["n_estimators"] = max(1, round(np.mean([s["rounds"] for s in summaries])))
     elif candidate.family == "hist_gb":
-        params["max_iter"] = max(1, round(np.mean([m.n_iter_ for m in fold_models])))
-    elif candidate.family in ("random_forest", "extra_trees"):
-        params["n_estimators"] = sum(len(m.estimators_) for m in fold_models)
-        params["min_samples_leaf"] = first.min_samples_leaf
-        if "max_features" not in params:
-            params["max_features"] = first.max_features
-    return params
+        params["max_iter"] = max(1, round(np.mean([s["iterations"] for s in summaries])))
+    elif candidate.family in FORESTS:
+        trees = sum(s["trees"] for s in summaries)
+        params["n_estimators"] = trees
+        params["min_samples_leaf"] = summaries[0]["min_samples_leaf"]
+        params.setdefault("max_features", summaries[0]["max_features"])
+        per_tree = sum(s["tree_bytes"] * s["trees"] for s in summaries) / trees
+        return RefitPlan(params, per_tree * row_ratio)
+    return RefitPlan(params)
 
 
 def serving_threads(model, n_rows: int, n_jobs: int) -> None:

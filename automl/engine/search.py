@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from .models import FAMILIES, Candidate, Context, baseline, fit_model, portfolio, predict_matrix
+from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_model, fold_summary, portfolio, predict_matrix, refit_plan
 from .metrics import Metric
 from .preprocessing import build_preprocessor, categorical_mask
 
@@ -103,27 +103,36 @@ def release_memory() -> None:
 class ModelStore:
     """Fold models wait on disk between their evaluation and the ensemble, so the
     search holds one candidate's models in memory at a time: deep forests bagged
-    over five folds would otherwise dominate peak memory."""
+    over five folds would otherwise dominate peak memory. One file per fold, so
+    that the end of the fit can go through the ensemble one fold at a time."""
 
     def __init__(self):
         self.directory = tempfile.mkdtemp(prefix="automl-models-")
         self._count = 0
 
-    def put(self, models) -> str:
+    def new(self) -> str:
+        """A place for one candidate's fold models."""
         self._count += 1
-        path = os.path.join(self.directory, f"{self._count}.pkl")
-        with open(path, "wb") as handle:
-            pickle.dump(models, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        path = os.path.join(self.directory, str(self._count))
+        os.mkdir(path)
         return path
 
     @staticmethod
-    def get(path: str):
-        with open(path, "rb") as handle:
+    def put(path: str, fold: int, model) -> None:
+        with open(os.path.join(path, f"{fold}.pkl"), "wb") as handle:
+            pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def get(path: str, fold: int | None = None):
+        """Fold `fold`'s model, or all of them."""
+        if fold is None:
+            return [ModelStore.get(path, f) for f in range(len(os.listdir(path)))]
+        with open(os.path.join(path, f"{fold}.pkl"), "rb") as handle:
             return pickle.load(handle)
 
     @staticmethod
     def drop(path: str):
-        os.remove(path)
+        shutil.rmtree(path)
 
     def close(self):
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -138,6 +147,7 @@ class Trial:
     fit_time: float
     predict_time: float  # seconds per 1000 rows
     models_path: str | None  # in the ModelStore; None once pruned
+    refit: RefitPlan | None = None
 
     @property
     def name(self):
@@ -154,6 +164,7 @@ class Search:
         self.store = ModelStore()
         self.failures: list[dict] = []  # models that raised, with the reason
         self.n_tried = 0  # the baseline does not count against max_trials
+        self.seen: dict[tuple, float] = {}  # config_key -> gain of the configurations evaluated
         self.stopped_by = None
         self.ctx = replace(ctx, should_stop=self.should_stop, n_folds=len(folds))
 
@@ -189,7 +200,26 @@ class Search:
         return None if remaining is None else max(0.0, remaining * share)
 
     def evaluate(self, candidate: Candidate, share: float = 1.0) -> Trial | None:
-        predictions, models = [], []
+        """Fit and predict each fold; each fold model goes to the store once its
+        out-of-fold predictions are made, so one is in memory at a time."""
+        path = self.store.new()
+        trial = None
+        try:
+            trial = self._evaluate(candidate, share, path)
+        finally:
+            if trial is None:
+                self.store.drop(path)
+            release_memory()
+        if trial is None:
+            return None
+        self.trials.append(trial)
+        self.seen[self.config_key(candidate)] = trial.gain
+        self._keep_best_models()
+        self.on_trial(trial, self)
+        return trial
+
+    def _evaluate(self, candidate: Candidate, share: float, path: str) -> Trial | None:
+        predictions, summaries = [], []
         fit_time = predict_time = 0.0
         allowance = self.allowance(share)
         started = time.monotonic()
@@ -218,20 +248,17 @@ class Search:
             compact = FAMILIES[candidate.family].compact
             if compact is not None:
                 model = compact(model, ctx)
-                release_memory()
-            models.append(model)
+            summaries.append(fold_summary(candidate, model, ctx))
+            self.store.put(path, f, model)
+            del model
+            release_memory()
         oof = np.concatenate(predictions)
         score = self.metric.score(self.folds.y_val, oof)
         if not np.isfinite(score):
             return None
-        trial = Trial(candidate, oof, score, self.metric.gain(score), fit_time,
-                      1000 * predict_time / max(len(oof), 1), self.store.put(models))
-        del models
-        release_memory()
-        self.trials.append(trial)
-        self._keep_best_models()
-        self.on_trial(trial, self)
-        return trial
+        row_ratio = len(self.folds.y) / len(self.folds.splits[0][0])
+        return Trial(candidate, oof, score, self.metric.gain(score), fit_time,
+                     1000 * predict_time / max(len(oof), 1), path, refit_plan(candidate, summaries, row_ratio))
 
     def _keep_best_models(self):
         ranked = sorted(self.trials, key=lambda t: -t.gain)
@@ -272,11 +299,27 @@ class Search:
             params = FAMILIES[family].space(ask)
             candidate = Candidate(f"{family}_tuned_{step}", family, params)
             self.n_tried += 1
+            known = self.seen.get(self.config_key(candidate))
+            if known is not None:  # the same model again: the optimizer learns its score for free
+                study.tell(ask, known)
+                continue
             trial = self.evaluate(candidate, share=TUNING_SHARE)
             if trial is None:
                 study.tell(ask, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(ask, trial.gain)
+
+    def config_key(self, candidate: Candidate) -> tuple:
+        """What makes two configurations the same model. A forest's max_features
+        share becomes the number of columns it draws: on narrow data many shares
+        give one model, which the optimizer would otherwise fit again and again."""
+        params = dict(candidate.params)
+        share = params.get("max_features")
+        if candidate.family in FORESTS and isinstance(share, float):
+            width = self.folds.get(candidate.flavour, 0)[0].shape[1]
+            params["max_features"] = max(1, int(share * width))
+        rounded = {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in params.items()}
+        return candidate.family, tuple(sorted(rounded.items()))
 
     def _family_ranking(self):
         best = {}

@@ -4,9 +4,11 @@ and the one place where errors become `{"error": code, "message": text}`."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +48,9 @@ class Platform:
     storage: object
     runner: object
     metrics: dict
+    # (tenant, model id) -> (storage key, signature): a model's file never changes,
+    # so predictions skip the metadata lookup; deleting the model forgets it.
+    model_files: OrderedDict = field(default_factory=OrderedDict)
 
 
 def language(request: Request) -> str | None:
@@ -152,6 +157,10 @@ def create_app(settings: Settings | None = None, runner=None) -> FastAPI:
         if any(recovered.values()):
             log.warning("jobs recovered at start: %s", recovered)
         reaper = asyncio.create_task(_reap(active, engine))
+        # What start-up built lives as long as the service: kept out of the garbage
+        # collector's full passes, which would otherwise pause some requests.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

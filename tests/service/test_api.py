@@ -313,6 +313,20 @@ def test_cancel_a_finished_job_is_a_409(api, trained):
     assert response.status_code == 409 and response.json()["error"] == "job_finished"
 
 
+def test_a_deleted_model_is_gone_for_predictions_too(api, dataset):
+    job = api("ana").post("jobs", json=job_request(dataset, time_budget=3)).json()
+    job = poll(api("ana"), f"jobs/{job['id']}", lambda j: j["status"] not in ("queued", "running"))
+    model_id = job["model_id"]
+    row = json_rows(1, seed=5)
+    assert api("ana").post(f"models/{model_id}/predict", json={"rows": row}).status_code == 200  # now known
+    assert api("bob").delete(f"models/{model_id}").status_code == 404
+    assert api("ana").delete(f"models/{model_id}").status_code == 204
+    assert api("ana").post(f"models/{model_id}/predict", json={"rows": row}).status_code == 404
+    for path in (f"models/{model_id}", f"models/{model_id}/download", f"models/{model_id}/report"):
+        assert api("ana").get(path).status_code == 404
+    assert model_id not in [m["id"] for m in api("ana").get("models").json()]
+
+
 def test_cancel_stops_a_running_job(api, dataset):
     job = api("ana").post("jobs", json=job_request(dataset, time_budget=600)).json()
     poll(api("ana"), f"jobs/{job['id']}", lambda j: j["status"] == "running" and j["progress"].get("trials"))

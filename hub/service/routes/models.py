@@ -28,6 +28,7 @@ from .deps import platform, session
 
 router = APIRouter(tags=["models"])
 CHUNK = 1 << 20
+MODEL_FILES_KEPT = 10_000
 
 
 @router.get("/models", response_model=list[ModelOut])
@@ -77,6 +78,7 @@ def delete_model(model_id: str, request: Request, caller: Caller = Depends(requi
         row = get_owned(s, db.Model, caller.tenant, model_id)
         key = row.storage_key
         s.delete(row)
+    platform(request).model_files.pop((caller.tenant, model_id), None)
     storage = platform(request).storage
     storage.delete(key)
     storage.delete_prefix(artifact_prefix(caller.tenant, "reports", model_id))
@@ -87,13 +89,17 @@ def delete_model(model_id: str, request: Request, caller: Caller = Depends(requi
 @router.post("/models/{model_id}/predict", response_model=PredictOut)
 async def predict(model_id: str, body: PredictIn, request: Request, caller: Caller = Depends(require("read"))):
     p = platform(request)
+    place = (caller.tenant, model_id)
+    if place not in p.model_files:
+        def lookup():
+            with session(request) as s:
+                row = get_owned(s, db.Model, caller.tenant, model_id)
+                return row.storage_key, row.signature
 
-    def lookup():
-        with session(request) as s:
-            row = get_owned(s, db.Model, caller.tenant, model_id)
-            return row.storage_key, row.signature
-
-    key, signature = await run_in_threadpool(lookup)
+        p.model_files[place] = await run_in_threadpool(lookup)
+        while len(p.model_files) > MODEL_FILES_KEPT:
+            p.model_files.popitem(last=False)
+    key, signature = p.model_files[place]
     future = p.runner.call(predict_rows, model_id, key, signature, body.rows, p.settings)
     return await asyncio.wrap_future(future)
 
