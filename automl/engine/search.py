@@ -2,9 +2,9 @@
 
 Order of work, for accuracy per second: a constant baseline (so there is always
 a model), then the portfolio of strong defaults, then Optuna's TPE on the
-families that did best. Each candidate is fitted on every fold (bagging): its
-fold models are kept for prediction, so no refit is needed at the end and the
-out-of-fold predictions that the ensemble is built on are honest.
+families that did best. Each candidate is fitted on every fold (bagging): the
+out-of-fold predictions that the ensemble is built on are honest, and each trial
+records how to refit it on all rows (`RefitPlan`) without reloading its bag.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class Trial:
     fit_time: float
     predict_time: float  # seconds per 1000 rows
     models_path: str | None  # in the ModelStore; None once pruned
-    refit: RefitPlan | None = None
+    refit: RefitPlan
 
     @property
     def name(self):
