@@ -1,10 +1,14 @@
 """What keeps the engine's peak memory down: forests sized by the bytes their
-trees take, refit forests sharing one budget, the bags never loaded whole once
-the search is over, and no configuration fitted twice."""
+trees take, refit forests sharing one budget by weight, the bags never loaded whole once
+the search is over, no configuration fitted twice, and xgboost's trees never
+copied whole through a JSON document or a pickle."""
+
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from automl import AutoML
 from automl.engine import core, models, search
@@ -33,15 +37,26 @@ def test_a_forest_stops_growing_at_its_memory_share(monkeypatch):
     assert models.tree_bytes([forest], ctx) * grown <= 1.1 * 30e6
 
 
-@pytest.mark.parametrize("budget, expected", [(1.0, lambda bag: core.MIN_REFIT_TREES), (1e12, lambda bag: bag)])
-def test_refit_forests_share_the_final_forest_memory(monkeypatch, budget, expected):
-    only_forests(monkeypatch)
+@pytest.mark.parametrize("budget", [1.0, 4e6, 1e12])
+def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkeypatch, budget):
+    monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
+        Candidate("linear", "linear", {}), Candidate("extra_trees", "extra_trees", {})])
     monkeypatch.setattr(core, "FINAL_FOREST_MEMORY", budget)
-    X, y = noisy(200, 4)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
+    y = pd.Series((X.x0 + X.x1 + X.x2 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
     m = AutoML(time_budget=None, max_trials=2, seed=0, refit=True).fit(X, y)
-    assert m._full, "the forests were refit"
-    bag_trees = 8 * models._forest_size(175, 8)  # 8 folds of 175 rows, none compacted at this size
-    assert [len(forest.estimators_) for forest in m._full.values()] == [expected(bag_trees)] * len(m._full)
+    (forest_index, (_, _, weight)), = [(i, member) for i, member in enumerate(m._members) if member[0].family == "extra_trees"]
+    assert 0 < weight < 1, "the linear model shares the ensemble"
+    trees = len(m._full[forest_index].estimators_)
+    bag_trees = 8 * models._forest_size(262, 8)  # 8 folds of 262 rows, none compacted at this size
+    if budget == 1.0:
+        assert trees == core.MIN_REFIT_TREES
+    elif budget == 1e12:
+        assert trees == bag_trees
+    else:  # sized from the fold trees, which are a little smaller than the refit's
+        forest_bytes = trees * models.tree_bytes([m._full[forest_index]], Context("binary", 2, 0, 1))
+        assert 0.8 * weight * budget <= forest_bytes <= 1.2 * weight * budget
 
 
 def test_the_end_of_the_fit_never_loads_a_refit_members_bag(monkeypatch, binary_df):
@@ -71,3 +86,63 @@ def test_the_search_never_fits_one_configuration_twice(monkeypatch):
             for r in tuned.itertuples()]
     assert len(keys) == len(set(keys))
     assert len(tuned) < 28  # the repeats were not fitted, yet counted as tried: the fit ends
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_an_xgboost_fit_never_resets_its_booster(monkeypatch, validation):
+    """xgboost.train ends with Booster.reset, a JSON round trip of the whole
+    model; the fold model copies its trees out instead."""
+    resets = []
+    monkeypatch.setattr(xgb.Booster, "reset", lambda booster: resets.append(booster) or booster)
+    X, y = noisy(400, 4)
+    X, y = X.to_numpy(), y.to_numpy()
+    ctx = Context("binary", 2, 0, 1)
+    val = (X[300:], y[300:]) if validation else (None, None)
+    model = models.FAMILIES["xgboost"].fit({"n_estimators": 80}, ctx, X[:300], y[:300], *val)
+    assert resets == []
+    assert type(model.get_booster()) is xgb.Booster
+    assert model.predict_proba(X).shape == (400, 2)
+
+
+def test_the_model_store_keeps_xgboost_trees_in_xgboosts_own_file(tmp_path):
+    X, y = noisy(300, 4)
+    model = xgb.XGBClassifier(n_estimators=30, n_jobs=1).fit(X, y)
+    store = search.ModelStore()
+    try:
+        path = store.new()
+        store.put(path, 0, model)
+        assert sorted(os.listdir(path)) == ["0.pkl", "0.ubj"]
+        assert model.get_booster() is not None, "the stored model still predicts"
+        assert os.path.getsize(os.path.join(path, "0.pkl")) < 10_000, "the trees are not pickled too"
+        loaded, = store.get(path)
+        np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    finally:
+        store.close()
+
+
+class FakeGlibc:
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, parameter, value):
+        self.calls.append(("mallopt", parameter, value))
+
+    def malloc_trim(self, pad):
+        self.calls.append(("malloc_trim", pad))
+
+
+def test_a_fit_caps_glibcs_malloc_arenas_at_two(monkeypatch, binary_df):
+    libc = FakeGlibc()
+    monkeypatch.setattr(search, "_glibc", lambda: libc)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
+    assert libc.calls[0] == ("mallopt", search.M_ARENA_MAX, 2)
+
+
+def test_malloc_arena_max_set_by_the_operator_wins(monkeypatch, binary_df):
+    libc = FakeGlibc()
+    monkeypatch.setattr(search, "_glibc", lambda: libc)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
+    assert not any(call[0] == "mallopt" for call in libc.calls)
+    assert ("malloc_trim", 0) in libc.calls

@@ -20,7 +20,7 @@ from .ensemble import greedy_selection
 from .metrics import DEFAULT_METRIC, METRICS, metrics_for, report
 from .models import Candidate, Context, fit_model, predict_matrix, serving_threads
 from .preprocessing import build_preprocessor, categorical_mask, coerce
-from .search import Folds, Search, make_splits, release_memory
+from .search import Folds, Search, limit_malloc_arenas, make_splits, release_memory
 
 MAX_BUDGET = 7 * 24 * 3600
 SEARCH_SHARE = 0.85  # of the budget; the rest ensembles, explains and refits
@@ -31,7 +31,7 @@ IMPORTANCE_ROWS = 2000
 PLOT_POINTS = 1000
 SAMPLE_ROWS_PER_SECOND = 2000  # rows the search can afford per second of budget on 2 cores
 MIN_SAMPLE_ROWS = 50_000
-FINAL_FOREST_MEMORY = 64e6  # bytes that the refit forests of an ensemble share
+FINAL_FOREST_MEMORY = 64e6  # bytes of refit forests in an ensemble, shared by weight
 MIN_REFIT_TREES = 50
 
 
@@ -140,6 +140,7 @@ class AutoML(BaseEstimator):
         X, y_encoded, sample_guards = self._subsample(X, y_encoded, task)
         guards += sample_guards
 
+        limit_malloc_arenas()  # before the fit's threads start
         n_jobs = self.n_jobs if self.n_jobs and self.n_jobs > 0 else len(os.sched_getaffinity(0))
         ctx = Context(task, 0 if self.classes_ is None else len(self.classes_), self.seed, n_jobs, device)
         budget = self.time_budget
@@ -246,12 +247,12 @@ class AutoML(BaseEstimator):
         """One model per member on all rows, heaviest weight first, while the budget
         allows; a member whose refit cannot fit keeps its bag. Validation scores stay
         those of the bag (out-of-fold): the refit sees the same data, all at once.
-        The forests share FINAL_FOREST_MEMORY in proportion to their weights: a
-        member's share of the prediction is what its trees' number matters for."""
+        A forest gets its weight's share of FINAL_FOREST_MEMORY (the weights sum to
+        one): the noise of a forest of few trees reaches the prediction scaled by
+        its weight, so a forest that is a tenth of the ensemble needs few trees."""
         n_folds = len(folds.splits)
         full_ctx = Context(ctx.task, ctx.n_classes, ctx.seed, ctx.n_jobs, ctx.device, n_folds=1, deadline=deadline,
                            should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
-        forest_weight = sum(w for t, w in members if t.refit.tree_bytes)
         order = sorted(range(len(members)), key=lambda i: -members[i][1])
         for i in order:
             trial, weight = members[i]
@@ -267,7 +268,7 @@ class AutoML(BaseEstimator):
             pre, matrix, mask = self._full_preprocessors[flavour]
             params = dict(trial.refit.params)
             if trial.refit.tree_bytes:
-                affordable = int(weight / forest_weight * FINAL_FOREST_MEMORY / trial.refit.tree_bytes)
+                affordable = int(weight * FINAL_FOREST_MEMORY / trial.refit.tree_bytes)
                 params["n_estimators"] = min(params["n_estimators"], max(MIN_REFIT_TREES, affordable))
             refit = Candidate(trial.name, trial.candidate.family, params)
             try:
