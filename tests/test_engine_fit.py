@@ -339,3 +339,33 @@ def test_refit_takes_auto_true_or_false(binary_df):
     with pytest.raises(ParameterError) as caught:
         AutoML(refit="yes").fit(binary_df, target="bought")
     assert caught.value.code == "bad_refit"
+
+
+@pytest.mark.parametrize("flavour", ["tree", "linear"])
+@pytest.mark.parametrize("n_rows", [1, 60])
+def test_the_prediction_transform_matches_column_transformer(binary_df, flavour, n_rows):
+    """Predictions skip ColumnTransformer.transform's own checks (transform_frame):
+    the matrix must be the same, unseen and missing values included."""
+    from scipy import sparse
+
+    from automl.engine import checks
+    from automl.engine.preprocessing import build_preprocessor, coerce, transform_frame
+
+    rng = np.random.default_rng(0)
+    df = binary_df.drop(columns="bought").assign(
+        review=[f"word{rng.integers(30)} other{rng.integers(30)} {i}" for i in range(len(binary_df))],
+        shop=[f"shop{rng.integers(120)}" for _ in range(len(binary_df))],
+        customer_id=np.arange(len(binary_df)),
+    )
+    df.loc[::7, "income"] = np.nan
+    df.loc[::11, "city"] = None
+    kinds, _ = checks.infer_column_kinds(df)
+    assert {"numeric", "categorical", "high_cardinality", "datetime", "text", "ignored"} <= set(kinds.values())
+    X = coerce(df, kinds)
+    y = (binary_df["bought"] == "yes").astype(int).to_numpy()
+    pre = build_preprocessor(flavour, kinds, "binary", 0).fit(X, y)
+    new = coerce(df.tail(n_rows).assign(city="marseille", shop="unknown shop").reset_index(drop=True), kinds)
+    fast, slow = transform_frame(pre, new), pre.transform(new)
+    assert sparse.issparse(fast) == sparse.issparse(slow)
+    dense = lambda m: m.toarray() if sparse.issparse(m) else m  # noqa: E731
+    np.testing.assert_array_equal(dense(fast), dense(slow))

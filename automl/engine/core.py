@@ -19,7 +19,7 @@ from . import checks
 from .ensemble import greedy_selection
 from .metrics import DEFAULT_METRIC, METRICS, metrics_for, report
 from .models import Candidate, Context, fit_model, predict_matrix, serving_threads
-from .preprocessing import build_preprocessor, categorical_mask, coerce
+from .preprocessing import build_preprocessor, categorical_mask, coerce, transform_frame
 from .search import Folds, Search, limit_malloc_arenas, make_splits, release_memory
 
 MAX_BUDGET = 7 * 24 * 3600
@@ -369,7 +369,7 @@ class AutoML(BaseEstimator):
         for candidate, model, weight in models:
             flavour = candidate.flavour
             if flavour not in matrices:
-                matrices[flavour] = preprocessors[flavour].transform(X)
+                matrices[flavour] = transform_frame(preprocessors[flavour], X)
             serving_threads(model, len(X), self._context.n_jobs)
             total = total + weight * predict_matrix(model, matrices[flavour], self._context)
         return total
@@ -386,7 +386,7 @@ class AutoML(BaseEstimator):
         for i, model in self.__dict__.get("_full", {}).items():
             candidate, _, weight = self._members[i]
             if candidate.flavour not in matrices:
-                matrices[candidate.flavour] = self._full_preprocessors[candidate.flavour].transform(X)
+                matrices[candidate.flavour] = transform_frame(self._full_preprocessors[candidate.flavour], X)
             serving_threads(model, len(X), self._context.n_jobs)
             total = total + weight * predict_matrix(model, matrices[candidate.flavour], self._context)
         n_folds = len(self._preprocessors)

@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import TruncatedSVD
@@ -196,6 +197,20 @@ def build_preprocessor(flavour: str, kinds: dict[str, str], task: str, seed: int
     parts = [p for p in parts if p[2]]
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.3 if flavour == "linear" else 0.0,
                              verbose_feature_names_out=False)
+
+
+def transform_frame(preprocessor: ColumnTransformer, X: pd.DataFrame):
+    """`preprocessor.transform(X)` for a frame that `coerce` made: each fitted
+    part on its own columns, stacked as ColumnTransformer stacks them. On one
+    row, ColumnTransformer.transform spends most of its time on its own input
+    checks, column indexing and joblib dispatch, which a coerced frame does not
+    need: this is the latency of every single-row prediction."""
+    parts = [transformer.transform(X[columns]) for _, transformer, columns in preprocessor.transformers_
+             if not (isinstance(transformer, str) and transformer == "drop")]
+    if preprocessor.sparse_output_:
+        return sparse.hstack([part if sparse.issparse(part) else sparse.csr_matrix(np.asarray(part, dtype=float))
+                              for part in parts]).tocsr()
+    return np.hstack([part.toarray() if sparse.issparse(part) else np.asarray(part) for part in parts])
 
 
 def categorical_mask(preprocessor: ColumnTransformer) -> np.ndarray:
