@@ -104,7 +104,7 @@ def test_an_xgboost_fit_never_resets_its_booster(monkeypatch, validation):
     assert model.predict_proba(X).shape == (400, 2)
 
 
-def test_the_model_store_keeps_xgboost_trees_in_xgboosts_own_file(tmp_path):
+def test_the_model_store_keeps_xgboost_trees_in_xgboosts_own_file():
     X, y = noisy(300, 4)
     model = xgb.XGBClassifier(n_estimators=30, n_jobs=1).fit(X, y)
     store = search.ModelStore()

@@ -10,6 +10,7 @@ records how to refit it on all rows (`RefitPlan`) without reloading its bag.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import pickle
 import shutil
@@ -92,6 +93,7 @@ class Folds:
         self._cache.clear()
 
 
+@functools.cache
 def _glibc():
     """The C library when it is glibc; None elsewhere (musl, macOS): nothing to tune."""
     try:
