@@ -100,24 +100,53 @@ def test_an_xgboost_fit_never_resets_its_booster(monkeypatch, validation):
     val = (X[300:], y[300:]) if validation else (None, None)
     model = models.FAMILIES["xgboost"].fit({"n_estimators": 80}, ctx, X[:300], y[:300], *val)
     assert resets == []
-    assert type(model.get_booster()) is xgb.Booster
+    assert all(type(part.get_booster()) is xgb.Booster for part in model.parts)
     assert model.predict_proba(X).shape == (400, 2)
 
 
-def test_the_model_store_keeps_xgboost_trees_in_xgboosts_own_file():
-    X, y = noisy(300, 4)
-    model = xgb.XGBClassifier(n_estimators=30, n_jobs=1).fit(X, y)
+def fit_xgboost(task, slice_bytes, monkeypatch, validation=False):
+    monkeypatch.setattr(models, "SLICE_BYTES", slice_bytes)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    X[:, 0] = rng.integers(0, 4, 400)  # a categorical column, split natively
+    y = {"binary": X[:, 1] > 0, "multiclass": (X[:, 1] > 0) + 2 * (X[:, 2] > 0.5),
+         "regression": 3 * X[:, 1] + X[:, 0] + rng.normal(size=400)}[task].astype(float)
+    ctx = Context(task, {"binary": 2, "multiclass": 4, "regression": 0}[task], 0, 1,
+                  categorical=np.array([True, False, False, False, False]))
+    val = (X[300:], y[300:]) if validation else (None, None)
+    model = models.FAMILIES["xgboost"].fit({"n_estimators": 150, "learning_rate": 0.1}, ctx, X[:300], y[:300], *val)
+    return model, X, ctx
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_an_xgboost_model_is_kept_in_slices_that_predict_as_one(monkeypatch, task):
+    """xgboost writes and reads a model through a JSON document of the whole
+    model, several times its size: slices bound it."""
+    whole, X, ctx = fit_xgboost(task, 1 << 30, monkeypatch)
+    sliced, _, _ = fit_xgboost(task, 20_000, monkeypatch)
+    assert len(whole.parts) == 1
+    assert len(sliced.parts) >= 5 and sliced.n_rounds == whole.n_rounds == 150
+    largest_round = max(len(p.get_booster()[i:i + 1].save_raw()) for p in sliced.parts
+                        for i in range(p.get_booster().num_boosted_rounds()))
+    assert all(len(p.get_booster().save_raw()) <= 20_000 + largest_round for p in sliced.parts)
+    expected = models.predict_matrix(whole, X, ctx)
+    np.testing.assert_allclose(models.predict_matrix(sliced, X, ctx), expected, rtol=1e-5, atol=1e-6)
     store = search.ModelStore()
     try:
         path = store.new()
-        store.put(path, 0, model)
-        assert sorted(os.listdir(path)) == ["0.pkl", "0.ubj"]
-        assert model.get_booster() is not None, "the stored model still predicts"
-        assert os.path.getsize(os.path.join(path, "0.pkl")) < 10_000, "the trees are not pickled too"
+        store.put(path, 0, sliced)
         loaded, = store.get(path)
-        np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+        np.testing.assert_array_equal(models.predict_matrix(loaded, X, ctx), models.predict_matrix(sliced, X, ctx))
     finally:
         store.close()
+
+
+def test_an_early_stopped_xgboost_model_keeps_its_best_rounds_in_slices(monkeypatch):
+    sliced, X, ctx = fit_xgboost("binary", 20_000, monkeypatch, validation=True)
+    whole, _, _ = fit_xgboost("binary", 1 << 30, monkeypatch, validation=True)
+    assert len(sliced.parts) > 1 and sliced.n_rounds == whole.n_rounds < 150
+    np.testing.assert_allclose(models.predict_matrix(sliced, X, ctx), models.predict_matrix(whole, X, ctx),
+                               rtol=1e-5, atol=1e-6)
 
 
 class FakeGlibc:

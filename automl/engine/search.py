@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import optuna
-import xgboost as xgb
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_model, fold_summary, portfolio, predict_matrix, refit_plan
@@ -146,34 +145,16 @@ class ModelStore:
 
     @staticmethod
     def put(path: str, fold: int, model) -> None:
-        """An xgboost model's trees go to xgboost's own file, which it writes as
-        it goes; pickling copies the whole buffer three times over. For 3,000
-        deep trees (16 MB), the peak is +4 MB instead of +43 MB. xgboost still
-        builds a JSON document of the model first, at up to 4 KB per tree."""
-        booster = model.get_booster() if isinstance(model, xgb.XGBModel) else None
-        if booster is not None:
-            booster.save_model(os.path.join(path, f"{fold}.ubj"))
-            model._Booster = None
-        try:
-            with open(os.path.join(path, f"{fold}.pkl"), "wb") as handle:
-                pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        finally:
-            if booster is not None:
-                model._Booster = booster
+        with open(os.path.join(path, f"{fold}.pkl"), "wb") as handle:
+            pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
     def get(path: str, fold: int | None = None):
         """Fold `fold`'s model, or all of them."""
         if fold is None:
-            folds = sum(name.endswith(".pkl") for name in os.listdir(path))
-            return [ModelStore.get(path, f) for f in range(folds)]
+            return [ModelStore.get(path, f) for f in range(len(os.listdir(path)))]
         with open(os.path.join(path, f"{fold}.pkl"), "rb") as handle:
-            model = pickle.load(handle)
-        if isinstance(model, xgb.XGBModel):
-            model._Booster = xgb.Booster(model_file=os.path.join(path, f"{fold}.ubj"))
-            # The file holds the trees, not the training settings that predictions use.
-            model._Booster.set_param({k: v for k, v in (("nthread", model.n_jobs), ("device", model.device)) if v is not None})
-        return model
+            return pickle.load(handle)
 
     @staticmethod
     def drop(path: str):
