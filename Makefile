@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: start test bench
+.PHONY: start demo test bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
-# Until the hub lands, "the platform" is the engine behind its CLI: train on a
-# generated sample and print the leaderboard.
-start: $(VENV)/.installed
+# The platform on its embedded default (SQLite, local storage, local job pool):
+# hub, proxy and service on 127.0.0.1; prints where and how to log in.
+start: $(VENV)/.installed node_modules/.installed
+	$(PY) -m hub.embedded
+
+# The engine alone, behind its CLI: train on a generated sample, print the leaderboard.
+demo: $(VENV)/.installed
 	mkdir -p demo
 	$(PY) -m automl.datasets demo/churn.csv
 	$(VENV)/bin/automl train demo/churn.csv --target churned --time-budget 30 --out demo/churn.automl

@@ -2,7 +2,8 @@
 
 Settings come from `automl.settings` only; with no environment this is the
 embedded default: hub, proxy and platform service on 127.0.0.1, their state
-under AUTOML_STATE_DIR/hub, local accounts with a generated shared password.
+under AUTOML_STATE_DIR/hub, local accounts with generated passwords
+(hub/embedded.py, which `make start` runs).
 
 Conventions the platform service relies on (hub/service/auth.py):
 
@@ -17,12 +18,12 @@ Tests load this file from their own config and override ports, users and
 groups (tests/service/conftest.py).
 """
 
-import secrets
 import sys
 from pathlib import Path
 
-from automl.settings import get_settings, to_environment
-from hub.service.auth import ROLES, SCOPE_PREFIX, SCOPES, SERVICE_NAME
+from automl.settings import embedded_secrets, get_settings, to_environment
+from hub import embedded
+from hub.service.auth import ROLES, SCOPE_PREFIX, SCOPES, SERVICE_NAME, TENANT_PREFIX
 
 c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
 settings = get_settings()
@@ -31,7 +32,7 @@ HUB_STATE = settings.state_dir / "hub"
 HUB_STATE.mkdir(parents=True, exist_ok=True)
 
 # --- network: loopback only ------------------------------------------------------
-c.JupyterHub.bind_url = "http://127.0.0.1:8000"
+c.JupyterHub.bind_url = settings.hub_url
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:8081"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
 _proxy = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"  # `npm ci` at the repo root
@@ -83,17 +84,15 @@ c.JupyterHub.services = [
 ]
 
 # --- login: local accounts (the hub issue replaces this with Keycloak) ------------------
+# See hub/embedded.py: one administrator in one team; others by the shared password.
 
-
-def shared_password(path: Path) -> str:
-    """The embedded default's login password, generated on first run into a
-    0600 file as JupyterHub does with its cookie secret."""
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(18) + "\n")
-    return path.read_text().strip()
-
-
+_passwords = embedded_secrets(settings)
 c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = shared_password(HUB_STATE / "shared_password")
+c.SharedPasswordAuthenticator.user_password = _passwords["hub_password"]
+c.SharedPasswordAuthenticator.admin_password = _passwords["hub_admin_password"]
+c.Authenticator.admin_users = {embedded.ADMIN}
 c.Authenticator.allow_all = True  # anyone with the password; teams and roles still gate the service
+c.JupyterHub.load_groups = {TENANT_PREFIX + embedded.TEAM: {"users": [embedded.ADMIN]}}
+for _role in c.JupyterHub.load_roles:
+    if _role["name"] in embedded.ADMIN_ROLES:
+        _role["users"] = [embedded.ADMIN]

@@ -839,6 +839,21 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "print the metadata as JSON",
         "fr": "afficher les métadonnées en JSON",
     },
+    # --- make start -------------------------------------------------------------
+    "start_banner": {
+        "en": ("AutoML Hub, embedded default (SQLite, local storage, local job pool), state in {state_dir}\n"
+               "  open     {url}/hub/login\n"
+               "  log in   {admin} / {admin_password}   (team '{team}': trains and administers)\n"
+               "  others   any name / {password}   (no access until an administrator puts them in a group tenant:<team> and gives them a role)\n"
+               "  REST API {url}/services/automl/api/  (OpenAPI: {url}/services/automl/api/openapi.json)\n"
+               "Ctrl-C stops it."),
+        "fr": ("AutoML Hub, configuration intégrée (SQLite, stockage local, exécution locale), état dans {state_dir}\n"
+               "  ouvrir      {url}/hub/login\n"
+               "  connexion   {admin} / {admin_password}   (équipe « {team} » : entraîne et administre)\n"
+               "  autres      n'importe quel nom / {password}   (aucun accès tant qu'un administrateur ne les a pas mis dans un groupe tenant:<équipe> avec un rôle)\n"
+               "  API REST    {url}/services/automl/api/  (OpenAPI : {url}/services/automl/api/openapi.json)\n"
+               "Ctrl-C l'arrête."),
+    },
 }
 
 

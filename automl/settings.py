@@ -65,6 +65,7 @@ class Settings:
     trial_duration_days: int = 14
     mlflow_tracking_uri: str = ""
     job_workers: int = 1
+    hub_url: str = "http://127.0.0.1:8000"  # where the proxy listens: the platform's address
     # Set by JupyterHub for the services it manages (its own contract).
     service_url: str = "http://127.0.0.1:10101"
     service_prefix: str = "/services/automl/"
@@ -152,6 +153,7 @@ def from_environment(env=None) -> Settings:
         trial_duration_days=_integer(env, "TRIAL_DURATION_DAYS", 14, low=1),
         mlflow_tracking_uri=_text(env, "MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow.sqlite'}"),
         job_workers=_integer(env, "JOB_WORKERS", 1, low=1),
+        hub_url=_text(env, "HUB_URL", Settings.hub_url).rstrip("/"),
         service_url=_text(env, "JUPYTERHUB_SERVICE_URL", Settings.service_url),
         service_prefix="/" + _text(env, "JUPYTERHUB_SERVICE_PREFIX", Settings.service_prefix).strip("/") + "/",
     )
@@ -222,15 +224,19 @@ def check_secrets(settings: Settings) -> None:
             raise SettingsError("secret_example", name=name)
 
 
-def platform_secret(settings: Settings | None = None) -> bytes:
-    """The key that signs artifacts. Production reads SECRET_KEY; the embedded
-    default generates one on first run into a 0600 file of the state directory,
-    as JupyterHub does with its cookie secret, so a restart keeps it."""
+# The embedded default's secrets, by name: what makes each.
+EMBEDDED_SECRETS = {
+    "secret_key": lambda: secrets.token_hex(32),  # signs artifacts
+    "hub_password": lambda: secrets.token_urlsafe(18),  # local accounts' shared password
+    "hub_admin_password": lambda: secrets.token_urlsafe(33),  # JupyterHub wants 32 characters or more
+}
+
+
+def embedded_secrets(settings: Settings | None = None) -> dict[str, str]:
+    """The embedded default generates its secrets on first run into a 0600 file
+    of the state directory, as JupyterHub does with its cookie secret, so a
+    restart keeps them; a file from an older version gets the ones it lacks."""
     settings = settings or get_settings()
-    if settings.secret_key:
-        return settings.secret_key.encode()
-    if settings.production:
-        raise SettingsError("secret_missing", name="SECRET_KEY")
     path = settings.state_dir / SECRETS_FILE
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -238,7 +244,28 @@ def platform_secret(settings: Settings | None = None) -> bytes:
     except FileExistsError:
         if path.stat().st_mode & 0o077:
             raise SettingsError("secrets_file_open", path=str(path)) from None
-        return json.loads(path.read_text())["secret_key"].encode()
+        values = json.loads(path.read_text())
+        missing = EMBEDDED_SECRETS.keys() - values.keys()
+        if not missing:
+            return values
+        values.update({name: EMBEDDED_SECRETS[name]() for name in missing})
+        partial = path.with_name(path.name + ".new")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(values, handle)
+        os.replace(partial, path)
+        return values
+    values = {name: make() for name, make in EMBEDDED_SECRETS.items()}
     with os.fdopen(fd, "w") as handle:
-        json.dump({"secret_key": secrets.token_hex(32)}, handle)
-    return json.loads(path.read_text())["secret_key"].encode()
+        json.dump(values, handle)
+    return values
+
+
+def platform_secret(settings: Settings | None = None) -> bytes:
+    """The key that signs artifacts: SECRET_KEY in production, else the embedded default's own."""
+    settings = settings or get_settings()
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    if settings.production:
+        raise SettingsError("secret_missing", name="SECRET_KEY")
+    return embedded_secrets(settings)["secret_key"].encode()

@@ -1,10 +1,11 @@
+import json
 import os
 import stat
 
 import pytest
 
 from automl.errors import SettingsError
-from automl.settings import check_secrets, from_environment, parse_size, platform_secret
+from automl.settings import check_secrets, embedded_secrets, from_environment, parse_size, platform_secret
 
 
 def test_no_environment_is_the_embedded_default(tmp_path):
@@ -84,6 +85,21 @@ def test_embedded_default_generates_a_private_secret_once(tmp_path):
     mode = stat.S_IMODE((tmp_path / "secrets.json").stat().st_mode)
     assert mode == 0o600
     assert platform_secret(settings) == first  # a restart keeps it
+
+
+def test_a_secrets_file_of_an_older_version_gets_the_secrets_it_lacks(tmp_path):
+    """The hub's passwords came after the signing key: an existing state dir
+    keeps its key (its signed models stay readable) and gains the passwords."""
+    path = tmp_path / "secrets.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"secret_key": "ab" * 32}))
+    settings = from_environment({"AUTOML_STATE_DIR": str(tmp_path)})
+    values = embedded_secrets(settings)
+    assert values["secret_key"] == "ab" * 32 and platform_secret(settings) == b"ab" * 32
+    assert len(values["hub_admin_password"]) >= 32 and len(values["hub_password"]) >= 8
+    assert json.loads(path.read_text()) == values and embedded_secrets(settings) == values
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secrets.json"]
 
 
 def test_a_secrets_file_readable_by_others_is_refused(tmp_path):
