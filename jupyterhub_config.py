@@ -96,3 +96,7 @@ c.JupyterHub.load_groups = {TENANT_PREFIX + embedded.TEAM: {"users": [embedded.A
 for _role in c.JupyterHub.load_roles:
     if _role["name"] in embedded.ADMIN_ROLES:
         _role["users"] = [embedded.ADMIN]
+# No single-user server yet (JupyterLab and the dashboards come with the hub
+# issue): a login lands on the hub's home, which lists the service, rather
+# than on a spawn that has nothing to start.
+c.JupyterHub.default_url = "/hub/home"

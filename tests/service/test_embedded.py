@@ -94,3 +94,14 @@ def test_a_wrong_password_does_not_log_in(started, user, which):
         reply = sign_in(url, browser, user, password)
         assert reply.status_code == 403 and urlparse(str(reply.url)).path == "/hub/login"
         assert "service-automl" not in browser.cookies
+
+
+def test_a_login_lands_on_the_hub_home_that_lists_the_service(started):
+    url, _, secrets_file = started
+    password = json.loads(secrets_file.read_text())["hub_admin_password"]
+    with httpx.Client(headers=PAGE, follow_redirects=True, timeout=10) as browser:
+        page = browser.get(f"{url}/hub/login")
+        xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text).group(1)
+        home = browser.post(f"{url}/hub/login", data={"username": "admin", "password": password, "_xsrf": xsrf})
+        assert home.status_code == 200 and urlparse(str(home.url)).path == "/hub/home"
+        assert "/services/automl/" in home.text
