@@ -386,7 +386,9 @@ def stop_mlflow(server: subprocess.Popen) -> None:
 
 
 def bench_mlflow(model_uri: str, tracking_uri: str, directory: Path, rows: list[dict], clients: int,
-                 service_post, cap: float) -> dict:
+                 service_posts: dict, cap: float) -> dict:
+    """`service_posts`: the service's predict through the hub's proxy ("service")
+    and straight to its port ("service_direct"), as mlflow is reached."""
     server, base, startup = start_mlflow(model_uri, tracking_uri, directory)
     log(f"mlflow models serve answered after {startup:.1f} s")
     try:
@@ -395,7 +397,7 @@ def bench_mlflow(model_uri: str, tracking_uri: str, directory: Path, rows: list[
         post = poster(base, "/invocations", None, wrap)
         # same answers as the service, on a few rows: the comparison is of the same model
         for row in rows[:5]:
-            ours, theirs = service_post(row)["predictions"], post(row)["predictions"]
+            ours, theirs = service_posts["service"](row)["predictions"], post(row)["predictions"]
             if ours != theirs:
                 raise RuntimeError(f"the service and mlflow disagree on {row}: {ours} != {theirs}")
         results = {"startup_s": startup, "model_uri": model_uri}
@@ -405,9 +407,9 @@ def bench_mlflow(model_uri: str, tracking_uri: str, directory: Path, rows: list[
         results["labels_concurrent"] = concurrent(lambda: poster(base, "/invocations", None, wrap), rows, clients, cap)
         log(f"mlflow predict, {clients} clients: {results['labels_concurrent']['rps']:.0f} req/s")
         results["proba"] = sequential(poster(base, "/invocations", None, proba), rows, cap)
-        results["paired"] = paired({"service": service_post, "mlflow": post}, rows, cap)
-        log(f"paired, 1 client: service {results['paired']['service']['rps']:.1f} vs mlflow "
-            f"{results['paired']['mlflow']['rps']:.1f} req/s")
+        results["paired"] = paired({**service_posts, "mlflow": post}, rows, cap)
+        log("paired, 1 client: " + ", ".join(f"{name} {r['rps']:.1f}" for name, r in results["paired"].items())
+            + " req/s")
         return results
     finally:
         stop_mlflow(server)
@@ -612,10 +614,14 @@ def table(results: dict, clients: int) -> list[tuple[str, str, str, str]]:
         rows.append(("predict via mlflow models serve (labels)", lat(m["labels"]), "", "info"))
         rows.append(("  same with predict_proba", lat(m["proba"]), "", "info"))
         s, sc, ml, mc = p["service"], p["service_concurrent"], m["labels"], m["labels_concurrent"]
-        ps, pm = m["paired"]["service"], m["paired"]["mlflow"]
-        rows.append(("throughput, 1 client, paired (taking turns): service vs mlflow",
-                     f"{ps['rps']:.1f} vs {pm['rps']:.1f} req/s", ">= mlflow", verdict(ps["rps"] >= pm["rps"])))
-        rows.append(("  p50 / p99 in the paired run: service; mlflow", f"{lat(ps)}; {lat(pm)}", "", "info"))
+        ps, pd_, pm = m["paired"]["service"], m["paired"]["service_direct"], m["paired"]["mlflow"]
+        # Server against server on the same path (client -> server); the hub's
+        # proxy in front of the service is JupyterHub's hop, printed apart.
+        rows.append(("throughput, 1 client, paired (taking turns), each server direct: service vs mlflow",
+                     f"{pd_['rps']:.1f} vs {pm['rps']:.1f} req/s", ">= mlflow", verdict(pd_["rps"] >= pm["rps"])))
+        rows.append(("  same turns, the service through the hub's proxy", f"{ps['rps']:.1f} req/s", "", "info"))
+        rows.append(("  p50 / p99 in the paired run: service direct; via proxy; mlflow",
+                     f"{lat(pd_)}; {lat(ps)}; {lat(pm)}", "", "info"))
         rows.append(("  throughput, 1 client, separate phases: service vs mlflow",
                      f"{s['rps']:.1f} vs {ml['rps']:.1f} req/s", "", "info"))
         rows.append((f"throughput, {clients} clients: service vs mlflow", f"{sc['rps']:.1f} vs {mc['rps']:.1f} req/s",
@@ -714,10 +720,12 @@ def main(argv=None) -> int:
                     log(f"no MLflow model to serve: {tracked['tracking_warning']}")
                 else:
                     tracking_uri = f"sqlite:///{directory / 'state' / 'mlflow.sqlite'}"
-                    service_post = poster(hub.service_url + "api/", f"models/{model_job['model_id']}/predict",
-                                          hub.tokens[USER], lambda row: {"rows": [row]})
+                    path = f"models/{model_job['model_id']}/predict"
+                    service_posts = {
+                        "service": poster(hub.service_url + "api/", path, hub.tokens[USER], lambda row: {"rows": [row]}),
+                        "service_direct": poster(direct_base, path, hub.tokens[USER], lambda row: {"rows": [row]})}
                     results["mlflow"] = bench_mlflow(tracked["mlflow"]["model_uri"], tracking_uri, directory, rows,
-                                                     args.clients, service_post, args.path_seconds)
+                                                     args.clients, service_posts, args.path_seconds)
             if "upload" not in skip:
                 log(f"uploading {big} ({big.stat().st_size / 1e9:.2f} GB)")
                 probe = None
