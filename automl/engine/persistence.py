@@ -70,9 +70,28 @@ def model_metadata(model) -> dict:
     })
 
 
+def dump_without_memo(obj, handle) -> None:
+    """Pickle without the pickler's memo, which keeps every object written
+    until the end: a model of ten xgboost slices held all ten serialized
+    slices at once (+12 to 19 MB for glass's 8 MB of trees, +4 MB without).
+    Objects shared inside `obj` are written once per use. A cycle makes the
+    memo-less pickler raise; the file is then written with the memo."""
+    start = handle.tell()
+    pickler = pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True
+    try:
+        pickler.dump(obj)
+    except ValueError:  # "fast mode: can't pickle cyclic objects"
+        handle.seek(start)
+        handle.truncate()
+        pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def save(model, path) -> str:
     path = str(path)
-    payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    dump_without_memo(model, buffer)
+    payload = buffer.getvalue()
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("metadata.json", json.dumps(model_metadata(model), indent=1, default=str))
         archive.writestr("model.pkl", payload)

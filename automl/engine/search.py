@@ -25,6 +25,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_model, fold_summary, portfolio, predict_matrix, refit_plan
 from .metrics import Metric
+from .persistence import dump_without_memo
 from .preprocessing import build_preprocessor, categorical_mask
 
 KEEP_MODELS = 12  # trials whose fold models are kept (on disk) as ensemble candidates
@@ -146,7 +147,7 @@ class ModelStore:
     @staticmethod
     def put(path: str, fold: int, model) -> None:
         with open(os.path.join(path, f"{fold}.pkl"), "wb") as handle:
-            pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            dump_without_memo(model, handle)
 
     @staticmethod
     def get(path: str, fold: int | None = None):
