@@ -1,7 +1,7 @@
 """Runs one (system, dataset, budget, seed) and prints one JSON line.
 
-Run in the system's own venv, one process per run, so that ru_maxrss is the
-peak of this run alone and a crash costs only this run:
+Run in the system's own venv, one process per run, so that the peak memory is
+this run's alone and a crash costs only this run:
 
     python benchmarks/runner.py SYSTEM DATASET BUDGET SEED [--datasets-dir DIR] [--tmp-dir DIR]
 
@@ -143,11 +143,17 @@ def predict_autogluon(predictor, task, X_test):
 
 
 def peak_rss():
-    """Peak RSS in MB of this process and of its largest waited-for child
-    (ru_maxrss is in KiB on Linux). Children count because some systems fit
-    in worker processes; both parts are kept because a child's figure also
-    includes this process's RSS at the moment the child was spawned."""
-    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak RSS in MB of this process and of its largest waited-for child.
+    This process's own peak is VmHWM, the high-water mark of its address space
+    since exec: ru_maxrss would also hold the RSS of the process that spawned
+    it (Linux records the old address space's peak at exec), so every run that
+    stayed below the orchestrator's ~193 MB read as exactly that. Children
+    count because some systems fit in worker processes; both parts are kept
+    because a child's figure also includes this process's RSS at the moment
+    the child was spawned."""
+    with open("/proc/self/status") as status:
+        self_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    self_mb = self_kb / 1024.0
     children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return {
         "peak_rss_mb": round(self_mb + children_mb, 1),
