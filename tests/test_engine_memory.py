@@ -9,6 +9,7 @@ import copy
 import os
 import pickle
 import tracemalloc
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,55 @@ def test_a_forest_stops_growing_at_its_memory_share(monkeypatch):
     grown = len(forest.estimators_)
     assert 50 <= grown < 400  # more than the first step, fewer than asked
     assert models.tree_bytes([forest], ctx) * grown <= 1.1 * 30e6
+
+
+def stream_forest(monkeypatch, kind, task, kept_memory):
+    """A fold forest of 120 trees, with every chunk it predicts with recorded."""
+    monkeypatch.setattr(models, "KEPT_FOREST_MEMORY", kept_memory)
+    X, y = noisy(600, 4)
+    X, y = X.to_numpy(), y.to_numpy().astype(float if task == "regression" else int)
+    ctx = Context(task, 0 if task == "regression" else 2, 0, 1, n_folds=10)
+    grown, alive, chunks = [], [], []
+    predict_matrix = models.predict_matrix
+
+    def spy(model, X, ctx):
+        grown.extend(weakref.ref(tree) for tree in model.estimators_)
+        alive.append(sum(tree() is not None for tree in grown))
+        chunks.append((len(model.estimators_), predict_matrix(model, X, ctx)))
+        return chunks[-1][1]
+
+    monkeypatch.setattr(models, "predict_matrix", spy)
+    model, prediction, seconds = models.FAMILIES[kind].fit_fold({"n_estimators": 120}, ctx, X[:500], y[:500], X[500:], y[500:])
+    monkeypatch.setattr(models, "predict_matrix", predict_matrix)
+    return model, prediction, seconds, len(grown), max(alive), chunks, X[500:], ctx
+
+
+@pytest.mark.parametrize("kind, task", [("extra_trees", "regression"), ("random_forest", "binary")])
+def test_a_fold_forest_predicts_with_every_tree_it_grows_but_holds_only_what_its_bag_keeps(monkeypatch, kind, task):
+    """Growing all the trees to keep a few held them all at the peak of the fit."""
+    model, prediction, seconds, grown, most_alive, chunks, X_val, ctx = stream_forest(monkeypatch, kind, task, 1.0)
+    keep = -(-models.KEPT_FOREST_TREES // 10)
+    assert grown == 120 and len(model.estimators_) == model.n_estimators == keep == 30
+    assert most_alive <= keep + 15 < grown  # the kept trees and one chunk: 15 trees, then 7
+    expected = sum(size * chunk for size, chunk in chunks) / grown
+    np.testing.assert_allclose(prediction, expected)
+    assert not np.allclose(prediction, models.predict_matrix(model, X_val, ctx))  # not the kept trees' alone
+    assert seconds > 0
+
+
+def test_a_fold_forest_that_keeps_all_its_trees_predicts_as_one_forest(monkeypatch):
+    model, prediction, _, grown, _, chunks, X_val, ctx = stream_forest(monkeypatch, "extra_trees", "binary", 1e12)
+    assert grown == len(model.estimators_) == 120 and len(chunks) > 1
+    np.testing.assert_allclose(prediction, models.predict_matrix(model, X_val, ctx))
+
+
+def test_a_fold_forest_stops_growing_at_the_deadline_with_the_trees_it_has():
+    X, y = noisy(600, 4)
+    X, y = X.to_numpy(), y.to_numpy()
+    ctx = Context("binary", 2, 0, 1, should_stop=lambda: True, n_folds=5)
+    model, prediction, _ = models.FAMILIES["extra_trees"].fit_fold({"n_estimators": 400}, ctx, X[:500], y[:500], X[500:], y[500:])
+    assert len(model.estimators_) == 50  # the first chunk, an eighth
+    assert prediction.shape == (100, 2) and np.isfinite(prediction).all()
 
 
 @pytest.mark.parametrize("budget", [1.0, 4e6, 1e12])
@@ -105,8 +155,9 @@ def test_an_xgboost_fit_never_resets_its_booster(monkeypatch, validation):
     val = (X[300:], y[300:]) if validation else (None, None)
     model = models.FAMILIES["xgboost"].fit({"n_estimators": 80}, ctx, X[:300], y[:300], *val)
     assert resets == []
-    assert all(type(part.get_booster()) is xgb.Booster for part in model.parts)
-    assert model.predict_proba(X).shape == (400, 2)
+    kept = pickle.loads(pickle.dumps(model)) if validation else model  # a fold model is kept once stored
+    assert all(type(part.get_booster()) is xgb.Booster for part in kept.parts)
+    assert model.predict_proba(X).shape == kept.predict_proba(X).shape == (400, 2)
 
 
 def fit_xgboost(task, slice_bytes, monkeypatch, validation=False):
@@ -147,10 +198,40 @@ def test_an_xgboost_model_is_kept_in_slices_that_predict_as_one(monkeypatch, tas
 
 
 def test_an_early_stopped_xgboost_model_keeps_its_best_rounds_in_slices(monkeypatch):
-    sliced, X, ctx = fit_xgboost("binary", 20_000, monkeypatch, validation=True)
-    whole, _, _ = fit_xgboost("binary", 1 << 30, monkeypatch, validation=True)
-    assert len(sliced.parts) > 1 and sliced.n_rounds == whole.n_rounds < 150
-    np.testing.assert_allclose(models.predict_matrix(sliced, X, ctx), models.predict_matrix(whole, X, ctx),
+    trained, X, ctx = fit_xgboost("binary", 20_000, monkeypatch, validation=True)
+    assert isinstance(trained, models.XGBTrained) and 1 < trained.n_rounds < 150
+    assert trained.model.get_booster().num_boosted_rounds() > trained.n_rounds  # the patience rounds
+    sliced = pickle.loads(pickle.dumps(trained))
+    assert len(sliced.parts) > 1 and sliced.n_rounds == trained.n_rounds
+    np.testing.assert_allclose(models.predict_matrix(sliced, X, ctx), models.predict_matrix(trained, X, ctx),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_fold_model_is_sliced_one_part_at_a_time_while_it_is_stored(monkeypatch, tmp_path):
+    """Slicing at the end of training held the training booster and every
+    slice at once: twice the trees."""
+    slices, most_alive = [], []
+    getitem = xgb.Booster.__getitem__
+
+    def spy(booster, index):
+        most_alive.append(sum(s() is not None for s in slices))
+        part = getitem(booster, index)
+        slices.append(weakref.ref(part))
+        return part
+
+    monkeypatch.setattr(xgb.Booster, "__getitem__", spy)
+    trained, X, ctx = fit_xgboost("multiclass", 20_000, monkeypatch, validation=True)
+    assert slices == []  # nothing sliced until it is stored
+    store = search.ModelStore()
+    try:
+        path = store.new()
+        store.put(path, 0, trained)
+        monkeypatch.setattr(xgb.Booster, "__getitem__", getitem)
+        loaded, = store.get(path)
+    finally:
+        store.close()
+    assert len(loaded.parts) >= 5 and max(most_alive) <= 1
+    np.testing.assert_allclose(models.predict_matrix(loaded, X, ctx), models.predict_matrix(trained, X, ctx),
                                rtol=1e-5, atol=1e-6)
 
 

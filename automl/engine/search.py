@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_model, fold_summary, portfolio, predict_matrix, refit_plan
+from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_fold, fold_summary, portfolio, refit_plan
 from .metrics import Metric
 from .persistence import dump_without_memo
 from .preprocessing import build_preprocessor, categorical_mask
@@ -262,19 +262,15 @@ class Search:
                               should_stop=lambda: self.should_stop() or time.monotonic() >= fold_deadline)
             start = time.perf_counter()
             try:
-                model = fit_model(candidate, ctx, X_train, y_train, X_val, y_val)
+                model, prediction, predict_s = fit_fold(candidate, ctx, X_train, y_train, X_val, y_val)
             except Exception as error:  # noqa: BLE001 - one failing model must not fail the fit
                 self.failures.append({"model": candidate.name, "error": f"{type(error).__name__}: {error}"})
                 return None
-            fit_time += time.perf_counter() - start
+            fit_time += time.perf_counter() - start - predict_s
+            predict_time += predict_s
             if self.should_stop() and f < len(self.folds) - 1 and candidate.family != "baseline":
                 return None  # cut before all folds: its out-of-fold predictions are incomplete
-            start = time.perf_counter()
-            predictions.append(predict_matrix(model, X_val, ctx))
-            predict_time += time.perf_counter() - start
-            compact = FAMILIES[candidate.family].compact
-            if compact is not None:
-                model = compact(model, ctx)
+            predictions.append(prediction)
             summaries.append(fold_summary(candidate, model, ctx))
             self.store.put(path, f, model)
             del model
