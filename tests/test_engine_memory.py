@@ -1,9 +1,10 @@
 """What keeps the engine's peak memory down: forests sized by the bytes their
-trees take, refit forests sharing one budget by weight, the bags never loaded whole once
-the search is over, no configuration fitted twice, xgboost's trees never
-copied whole through a JSON document or a pickle (nor held serialized all at
-once by the pickler's memo), and HistGradientBoosting's trees packed into
-shared arrays."""
+trees take, fold forests that predict while they grow and hold only the trees
+their bag keeps, refit forests sharing one budget by weight, the bags never
+loaded whole once the search is over, no configuration fitted twice, xgboost's
+trees never copied whole through a JSON document or a pickle (nor held
+serialized all at once by the pickler's memo, nor sliced before they are
+stored), and HistGradientBoosting's trees packed into shared arrays."""
 
 import copy
 import os
@@ -104,7 +105,7 @@ def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkey
     (forest_index, (_, _, weight)), = [(i, member) for i, member in enumerate(m._members) if member[0].family == "extra_trees"]
     assert 0 < weight < 1, "the linear model shares the ensemble"
     trees = len(m._full[forest_index].estimators_)
-    bag_trees = 8 * models._forest_size(262, 8)  # 8 folds of 262 rows, none compacted at this size
+    bag_trees = 8 * models._forest_size(262, 8)  # 8 folds of 262 rows, all trees kept at this size
     if budget == 1.0:
         assert trees == core.MIN_REFIT_TREES
     elif budget == 1e12:

@@ -337,7 +337,7 @@ def _forest_size(n_rows: int, n_folds: int) -> int:
     return int(np.clip(3_000_000 / max(n_rows, 1), 50, most))
 
 
-FOLD_FOREST_MEMORY = 48e6  # bytes one forest model may reach while it grows
+FOLD_FOREST_MEMORY = 48e6  # bytes of trees one forest may grow (a fold's holds only those its bag keeps)
 KEPT_FOREST_MEMORY = 64e6  # bytes of one forest candidate's fold models kept after evaluation
 KEPT_FOREST_TREES = 300  # trees, all folds together, that a forest keeps at least
 MIN_FOREST_TREES = 32  # trees that must fit in FOLD_FOREST_MEMORY: leaves grow larger otherwise
