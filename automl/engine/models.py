@@ -222,8 +222,8 @@ class XGBTrained:
     """A fold model as xgboost trained it, whole, for its out-of-fold
     predictions; it pickles as XGBSlices, sliced one part at a time while it is
     written. Slicing at the end of training instead held the training booster
-    and all its slices at once: twice the trees, +9 MB for a 3,000-round fold
-    of horse colic, at the peak of the fit."""
+    and all its slices at once, twice the trees: a 4-class fold of 367 rounds
+    at depth 8 peaked at +37 MB that way, +34 MB this way."""
 
     def __init__(self, model, rounds: int):
         self.model, self.n_rounds = model, rounds
