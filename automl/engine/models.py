@@ -242,6 +242,15 @@ class XGBTrained:
         return self.model.predict_proba(X, iteration_range=(0, self.n_rounds))
 
 
+def _units_before_deadline(ctx: Context, started: float, done: int) -> float:
+    """How many more units (trees, iterations) fit before the deadline, at the
+    pace of the `done` units since `started`."""
+    if ctx.deadline is None:
+        return float("inf")
+    per_unit = (time.monotonic() - started) / done
+    return int((ctx.deadline - time.monotonic()) / max(per_unit, 1e-9))
+
+
 def _grow(model, attribute, first, limit, X, y, ctx, most_units=None, **fit_params):
     """Fit with warm_start in doubling steps (few refits) until `limit`, the
     estimator's own early stop, or the deadline: each step is sized from the
@@ -256,10 +265,7 @@ def _grow(model, attribute, first, limit, X, y, ctx, most_units=None, **fit_para
             limit = max(size, min(limit, most_units(model)))
         if getattr(model, "n_iter_", size) < size or size >= limit or ctx.should_stop():
             break  # early stopped (boosting), complete, or out of time
-        step = size
-        if ctx.deadline is not None:
-            per_unit = (time.monotonic() - started) / size
-            step = min(step, int((ctx.deadline - time.monotonic()) / max(per_unit, 1e-9)))
+        step = min(size, _units_before_deadline(ctx, started, size))
         if step < 1:
             break
         size = min(size + step, limit)
@@ -432,10 +438,7 @@ def _fit_forest_fold(kind):
             del chunk
             if grown >= limit or ctx.should_stop():
                 break
-            step = min(max(4, keep // 4), limit - grown)
-            if ctx.deadline is not None:
-                per_tree = (time.monotonic() - started) / grown
-                step = min(step, int((ctx.deadline - time.monotonic()) / max(per_tree, 1e-9)))
+            step = min(max(4, keep // 4), limit - grown, _units_before_deadline(ctx, started, grown))
         model.n_estimators = len(model.estimators_)
         return model, total / grown, predict_s
 
