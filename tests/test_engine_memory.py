@@ -1,7 +1,7 @@
 """What keeps the engine's peak memory down: forests sized by the bytes their
 trees take, fold forests that predict while they grow and hold only the trees
-their bag keeps, refit forests sharing one budget by weight, the bags never
-loaded whole once the search is over, no configuration fitted twice, xgboost's
+their bag keeps, final forests (refit or bagged) sharing one budget by weight,
+the bags never loaded whole once the search is over, no configuration fitted twice, xgboost's
 trees never copied whole through a JSON document or a pickle (nor held
 serialized all at once by the pickler's memo, nor sliced before they are
 stored), and HistGradientBoosting's trees packed into shared arrays."""
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from sklearn.metrics import roc_auc_score
 
 from automl import AutoML
 from automl.engine import core, models, persistence, search
@@ -113,6 +114,30 @@ def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkey
     else:  # sized from the fold trees, which are a little smaller than the refit's
         forest_bytes = trees * models.tree_bytes([m._full[forest_index]], Context("binary", 2, 0, 1))
         assert 0.8 * weight * budget <= forest_bytes <= 1.2 * weight * budget
+
+
+@pytest.mark.parametrize("budget", [1.0, 4e6, 1e12])
+def test_a_bagged_forest_gets_its_weights_share_of_the_final_forest_memory(monkeypatch, budget):
+    monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
+        Candidate("linear", "linear", {}), Candidate("extra_trees", "extra_trees", {})])
+    monkeypatch.setattr(core, "FINAL_FOREST_MEMORY", budget)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
+    y = pd.Series((X.x0 + X.x1 + X.x2 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
+    m = AutoML(time_budget=None, max_trials=2, seed=0, refit=False).fit(X, y)
+    (_, bag, weight), = [member for member in m._members if member[0].family == "extra_trees"]
+    assert 0 < weight < 1, "the linear model shares the ensemble"
+    per_fold = [len(model.estimators_) for model in bag]
+    assert len(bag) == 8 and all(model.n_estimators == n for model, n in zip(bag, per_fold))
+    if budget == 1.0:
+        assert per_fold == [-(-core.MIN_REFIT_TREES // 8)] * 8
+    elif budget == 1e12:
+        assert per_fold == [models._forest_size(262, 8)] * 8  # all the trees the search kept
+    else:
+        forest_bytes = sum(len(f.estimators_) * models.tree_bytes([f], Context("binary", 2, 0, 1)) for f in bag)
+        assert 0.8 * weight * budget <= forest_bytes <= 1.2 * weight * budget
+    proba = m.predict_proba(X)
+    assert np.allclose(proba.sum(axis=1), 1) and roc_auc_score(y, proba[:, 1]) > 0.8
 
 
 def test_the_end_of_the_fit_never_loads_a_refit_members_bag(monkeypatch, binary_df):
