@@ -94,14 +94,20 @@ def test_a_fold_forest_stops_growing_at_the_deadline_with_the_trees_it_has():
     assert prediction.shape == (100, 2) and np.isfinite(prediction).all()
 
 
-@pytest.mark.parametrize("budget", [1.0, 4e6, 1e12])
-def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkeypatch, budget):
+def linear_and_forest(monkeypatch, final_forest_memory):
+    """A portfolio of a linear model and extra trees, on data where both earn a
+    weight in the ensemble."""
     monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
         Candidate("linear", "linear", {}), Candidate("extra_trees", "extra_trees", {})])
-    monkeypatch.setattr(core, "FINAL_FOREST_MEMORY", budget)
+    monkeypatch.setattr(core, "FINAL_FOREST_MEMORY", final_forest_memory)
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
-    y = pd.Series((X.x0 + X.x1 + X.x2 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
+    return X, pd.Series((X.x0 + X.x1 + X.x2 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
+
+
+@pytest.mark.parametrize("budget", [1.0, 4e6, 1e12])
+def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkeypatch, budget):
+    X, y = linear_and_forest(monkeypatch, budget)
     m = AutoML(time_budget=None, max_trials=2, seed=0, refit=True).fit(X, y)
     (forest_index, (_, _, weight)), = [(i, member) for i, member in enumerate(m._members) if member[0].family == "extra_trees"]
     assert 0 < weight < 1, "the linear model shares the ensemble"
@@ -118,12 +124,7 @@ def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkey
 
 @pytest.mark.parametrize("budget", [1.0, 4e6, 1e12])
 def test_a_bagged_forest_gets_its_weights_share_of_the_final_forest_memory(monkeypatch, budget):
-    monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
-        Candidate("linear", "linear", {}), Candidate("extra_trees", "extra_trees", {})])
-    monkeypatch.setattr(core, "FINAL_FOREST_MEMORY", budget)
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
-    y = pd.Series((X.x0 + X.x1 + X.x2 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
+    X, y = linear_and_forest(monkeypatch, budget)
     m = AutoML(time_budget=None, max_trials=2, seed=0, refit=False).fit(X, y)
     (_, bag, weight), = [member for member in m._members if member[0].family == "extra_trees"]
     assert 0 < weight < 1, "the linear model shares the ensemble"
