@@ -7,6 +7,7 @@ serialized all at once by the pickler's memo, nor sliced before they are
 stored), and HistGradientBoosting's trees packed into shared arrays."""
 
 import copy
+import math
 import os
 import pickle
 import tracemalloc
@@ -114,7 +115,7 @@ def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkey
     trees = len(m._full[forest_index].estimators_)
     bag_trees = 8 * models._forest_size(262, 8)  # 8 folds of 262 rows, all trees kept at this size
     if budget == 1.0:
-        assert trees == core.MIN_REFIT_TREES
+        assert trees == math.ceil(core.FOREST_ALONE_TREES * weight**2) < core.FOREST_ALONE_TREES
     elif budget == 1e12:
         assert trees == bag_trees
     else:  # sized from the fold trees, which are a little smaller than the refit's
@@ -131,7 +132,7 @@ def test_a_bagged_forest_gets_its_weights_share_of_the_final_forest_memory(monke
     per_fold = [len(model.estimators_) for model in bag]
     assert len(bag) == 8 and all(model.n_estimators == n for model, n in zip(bag, per_fold))
     if budget == 1.0:
-        assert per_fold == [-(-core.MIN_REFIT_TREES // 8)] * 8
+        assert per_fold == [-(-math.ceil(core.FOREST_ALONE_TREES * weight**2) // 8)] * 8
     elif budget == 1e12:
         assert per_fold == [models._forest_size(262, 8)] * 8  # all the trees the search kept
     else:
