@@ -369,3 +369,27 @@ def test_the_prediction_transform_matches_column_transformer(binary_df, flavour,
     assert sparse.issparse(fast) == sparse.issparse(slow)
     dense = lambda m: m.toarray() if sparse.issparse(m) else m  # noqa: E731
     np.testing.assert_array_equal(dense(fast), dense(slow))
+
+
+def test_tuning_ends_when_no_family_can_finish_in_the_time_left(monkeypatch):
+    """A trial cut before its last fold is thrown away: the search ends instead
+    of starting one that its family's earlier fits say cannot finish."""
+    from automl.engine import metrics, search
+    from automl.engine.models import Candidate, Context
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    y = (X.a > 0).to_numpy().astype(int)
+    folds = search.Folds(X, y, search.make_splits(y, "binary", 0), {c: "numeric" for c in X}, "binary", 0)
+    run = search.Search(folds, metrics.METRICS["roc_auc"], Context("binary", 2, 0, 1),
+                        deadline=time.monotonic() + 30)
+    run.evaluate(Candidate("xgboost_1", "xgboost", {"n_estimators": 5}))
+    run.trials[0].fit_time = 60.0  # as if it had taken twice the time left
+    started = []
+    monkeypatch.setattr(run, "evaluate", lambda candidate, share=1.0: started.append(candidate))
+    run._optimize()
+    assert started == [] and run.stopped_by == "budget"
+    run.trials[0].fit_time = 1.0  # it can finish: tuning goes on until the clock or the trial limit
+    run.max_trials, run.n_tried = 2, 0
+    run._optimize()
+    assert [c.family for c in started] == ["xgboost", "xgboost"]
