@@ -387,3 +387,24 @@ def test_malloc_arena_max_set_by_the_operator_wins(monkeypatch, binary_df):
     AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
     assert not any(call[0] == "mallopt" for call in libc.calls)
     assert ("malloc_trim", 0) in libc.calls
+
+
+def test_a_trial_out_of_the_ensemble_candidates_keeps_neither_models_nor_predictions(monkeypatch):
+    from automl.engine import metrics
+
+    monkeypatch.setattr(search, "KEEP_MODELS", 2)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(160, 3)), columns=["a", "b", "c"])
+    y = (X.a + 0.5 * X.b > 0).to_numpy().astype(int)
+    folds = search.Folds(X, y, search.make_splits(y, "binary", 0), {c: "numeric" for c in X}, "binary", 0)
+    run = search.Search(folds, metrics.METRICS["roc_auc"], Context("binary", 2, 0, 1))
+    for candidate in [search.baseline(), Candidate("linear", "linear", {}),
+                      Candidate("xgboost", "xgboost", {"n_estimators": 20}), Candidate("knn", "knn", {})]:
+        run.evaluate(candidate)
+    try:
+        ranked = sorted(run.trials, key=lambda t: -t.gain)
+        assert all(t.oof is not None and os.path.isdir(t.models_path) for t in ranked[:2])
+        assert all(t.oof is None and t.models_path is None for t in ranked[2:])
+        assert len(os.listdir(run.store.directory)) == 2
+    finally:
+        run.store.close()
