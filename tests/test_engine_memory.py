@@ -219,7 +219,7 @@ def test_an_xgboost_model_is_kept_in_slices_that_predict_as_one(monkeypatch, tas
     try:
         path = store.new()
         store.put(path, 0, sliced)
-        loaded, = store.get(path)
+        loaded = store.get(path, 0)
         np.testing.assert_array_equal(models.predict_matrix(loaded, X, ctx), models.predict_matrix(sliced, X, ctx))
     finally:
         store.close()
@@ -255,7 +255,7 @@ def test_a_fold_model_is_sliced_one_part_at_a_time_while_it_is_stored(monkeypatc
         path = store.new()
         store.put(path, 0, trained)
         monkeypatch.setattr(xgb.Booster, "__getitem__", getitem)
-        loaded, = store.get(path)
+        loaded = store.get(path, 0)
     finally:
         store.close()
     assert len(loaded.parts) >= 5 and max(most_alive) <= 1
@@ -304,7 +304,7 @@ def test_the_store_still_writes_an_object_with_a_cycle():
     try:
         path = store.new()
         store.put(path, 0, cyclic)
-        loaded, = store.get(path)
+        loaded = store.get(path, 0)
         assert loaded["itself"] is loaded and loaded["weights"] == [0.5, 0.5]
     finally:
         store.close()

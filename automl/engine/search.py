@@ -150,10 +150,7 @@ class ModelStore:
             dump_without_memo(model, handle)
 
     @staticmethod
-    def get(path: str, fold: int | None = None):
-        """Fold `fold`'s model, or all of them."""
-        if fold is None:
-            return [ModelStore.get(path, f) for f in range(len(os.listdir(path)))]
+    def get(path: str, fold: int):
         with open(os.path.join(path, f"{fold}.pkl"), "rb") as handle:
             return pickle.load(handle)
 
