@@ -18,16 +18,18 @@ def greedy_selection(
     predictions: list[np.ndarray], y: np.ndarray, metric: Metric, steps: int = 25
 ) -> np.ndarray:
     """Return one weight per candidate (summing to 1)."""
-    gains = [metric.gain(metric.score(y, p)) for p in predictions]
+    predictions = [metric.compact(y, p) for p in predictions]
+    gains = [metric.gain(metric.score_compact(y, p)) for p in predictions]
     counts = np.zeros(len(predictions))
     counts[int(np.argmax(gains))] = 1
     total = predictions[int(np.argmax(gains))].astype(float).copy()
     best, best_counts = max(gains), counts.copy()
     for step in range(1, steps):
-        scores = [metric.gain(metric.score(y, (total + p) / (step + 1))) for p in predictions]
+        scores = [metric.gain(metric.score_compact(y, (total + p) / (step + 1))) for p in predictions]
         choice = int(np.argmax(scores))
         counts[choice] += 1
         total += predictions[choice]
         if scores[choice] > best + 1e-12:
             best, best_counts = scores[choice], counts.copy()
     return best_counts / best_counts.sum()
+

@@ -29,6 +29,8 @@ from .persistence import dump_without_memo
 from .preprocessing import build_preprocessor, categorical_mask
 
 KEEP_MODELS = 12  # trials whose fold models are kept (on disk) as ensemble candidates
+KEPT_OOF_MEMORY = 64e6  # bytes of out-of-fold predictions the candidates may hold; fewer are kept past it
+MIN_KEEP_MODELS = 4
 PORTFOLIO_SHARE = 1 / 3  # of the remaining time, at most, for one default configuration
 TUNING_SHARE = 1 / 2
 
@@ -276,6 +278,8 @@ class Search:
         score = self.metric.score(self.folds.y_val, oof)
         if not np.isfinite(score):
             return None
+        if oof.ndim == 2:  # probabilities: single precision is plenty, and 200 classes take 36 MB a trial in double
+            oof = oof.astype(np.float32)
         row_ratio = len(self.folds.y) / len(self.folds.splits[0][0])
         return Trial(candidate, oof, score, self.metric.gain(score), fit_time,
                      1000 * predict_time / max(len(oof), 1), path, refit_plan(candidate, summaries, row_ratio))
@@ -283,9 +287,12 @@ class Search:
     def _keep_best_models(self):
         """Only the best trials stay ensemble candidates; the others lose their
         fold models and their out-of-fold predictions, which on adult (36,000
-        rows) take 0.6 MB a trial."""
+        rows) take 0.6 MB a trial, and with 200 classes 18 MB: there, fewer
+        stay, as many as KEPT_OOF_MEMORY holds."""
         ranked = sorted(self.trials, key=lambda t: -t.gain)
-        for trial in ranked[KEEP_MODELS:]:
+        oof_bytes = max((t.oof.nbytes for t in ranked if t.oof is not None), default=1)
+        keep = min(KEEP_MODELS, max(MIN_KEEP_MODELS, int(KEPT_OOF_MEMORY // oof_bytes)))
+        for trial in ranked[keep:]:
             if trial.models_path is not None:
                 self.store.drop(trial.models_path)
                 trial.models_path = trial.oof = None

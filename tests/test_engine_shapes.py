@@ -1,0 +1,156 @@
+"""Data shapes that cost more than their rows: many columns, many classes.
+
+Each of these made a 60 s fit overrun or run out of memory before the work
+it did was bounded by the data's shape (benchmarks/make_stress_datasets.py)."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl import AutoML
+from automl.engine import checks, core, search
+from automl.engine.ensemble import greedy_selection
+from automl.engine.metrics import METRICS
+from automl.engine.models import Candidate, Context
+
+
+def wide(n_rows, n_noise, seed=0):
+    """Two informative columns among many columns of noise."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n_rows, n_noise)), columns=[f"noise{i}" for i in range(n_noise)])
+    X.insert(0, "signal_a", rng.normal(size=n_rows))
+    X.insert(1, "signal_b", rng.normal(size=n_rows))
+    y = pd.Series(np.where(X.signal_a + X.signal_b + 0.3 * rng.normal(size=n_rows) > 0, "yes", "no"), name="y")
+    return X, y
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_the_leakage_screen_tells_a_leak_from_noise(task):
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = {"binary": (rng.random(n) < 0.1).astype(int), "multiclass": rng.integers(0, 5, n),
+         "regression": rng.normal(size=n)}[task]
+    leak = y + 0.3 * rng.random(n)
+    assert checks._binned_score(leak, y, task) > checks.LEAKAGE_SCREEN
+    for noise in (rng.normal(size=n), rng.integers(0, 30, n).astype(float), rng.normal(size=40)):
+        assert checks._binned_score(noise, y[:len(noise)], task) < 0.6
+
+
+def test_the_exact_leakage_check_runs_on_the_screened_columns_only(monkeypatch):
+    import sklearn.model_selection
+
+    calls = []
+    real = sklearn.model_selection.cross_val_score
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    X, y = wide(600, 300)
+    y = (y == "yes").to_numpy().astype(int)
+    X["leak"] = y * 10 + np.random.default_rng(1).random(len(y))
+    X["city"] = np.where(y == 1, "Lyon", "Paris")  # a categorical leak
+    kinds = {c: "numeric" for c in X} | {"city": "categorical"}
+    guards = checks.leakage_guards(X, y, kinds, "binary", 0)
+    assert {g["column"] for g in guards} == {"leak", "city"}
+    assert 2 <= len(calls) <= checks.LEAKAGE_MOST_CHECKED
+
+
+def test_importance_on_wide_data_measures_the_columns_that_predict_best_in_bounded_blocks(monkeypatch):
+    X, y = wide(400, 60)
+    width = X.shape[1]
+    monkeypatch.setattr(core, "IMPORTANCE_CELLS", 10 * core.IMPORTANCE_MIN_ROWS * width)  # room for 10 columns
+    monkeypatch.setattr(core, "IMPORTANCE_BLOCK_CELLS", 5000)
+    blocks = []
+    real = core.AutoML._predict_bagged
+
+    def spy(self, models, preprocessors, X_block):
+        blocks.append(X_block.shape)
+        return real(self, models, preprocessors, X_block)
+
+    monkeypatch.setattr(core.AutoML, "_predict_bagged", spy)
+    model = AutoML(time_budget=None, max_trials=1, seed=0).fit(X, y)
+    table = model.feature_importance_
+    assert len(table) == 10
+    assert set(table.feature[:2]) == {"signal_a", "signal_b"}
+    assert table.importance.iloc[1] > 0.05
+    # every block holds at most IMPORTANCE_BLOCK_CELLS cells, data and predicted classes,
+    # so a fold's repeat takes several blocks
+    assert all(rows * (width + 2) <= 5000 for rows, _ in blocks)
+    n_folds = 8
+    assert len(blocks) > n_folds * (1 + 3)
+
+
+def test_importance_on_narrow_data_measures_every_column(binary_df):
+    model = AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
+    measured = {c for c, kind in model.feature_kinds_.items() if kind != "ignored"}
+    assert set(model.feature_importance_.feature) == measured
+
+
+def test_greedy_selection_on_log_loss_reads_only_the_true_class_and_chooses_the_same():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 40, 3000)
+    predictions = []
+    for sharpness in (1.8, 2.0, 2.2, 1.9, 2.1):  # alike, with independent errors: a blend beats each
+        logits = rng.normal(size=(3000, 40))
+        logits[np.arange(3000), y] += sharpness
+        predictions.append((np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32))
+    log_loss = METRICS["log_loss"]
+    compact = log_loss.compact(y, predictions[0])
+    assert compact.shape == (3000, 2)
+    assert log_loss.score_compact(y, compact) == pytest.approx(log_loss.score(y, predictions[0]), rel=1e-6)
+    weights = greedy_selection(predictions, y, log_loss)
+    whole_matrices = dataclasses.replace(log_loss, name="log_loss, whole")  # the same function, not compacted
+    assert whole_matrices.compact(y, predictions[0]) is predictions[0]
+    np.testing.assert_allclose(weights, greedy_selection(predictions, y, whole_matrices))
+    assert (weights > 0).sum() > 1
+
+
+def test_temperature_is_fitted_on_a_sample_of_rows_when_the_classes_are_many(monkeypatch):
+    rng = np.random.default_rng(0)
+    n, k = 20_000, 50
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += 1.0  # then softmax(logits) is the true posterior
+    overconfident = core.scale_temperature(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), 0.5)
+    whole = core.fit_temperature(overconfident, y)
+    monkeypatch.setattr(core, "TEMPERATURE_CELLS", 100_000)
+    scaled_rows = []
+    real = core.scale_temperature
+    monkeypatch.setattr(core, "scale_temperature", lambda p, t: scaled_rows.append(len(p)) or real(p, t))
+    sampled = core.fit_temperature(overconfident, y)
+    assert set(scaled_rows) == {100_000 // k}
+    assert 1.6 < whole < 2.4
+    assert sampled == pytest.approx(whole, rel=0.1)
+
+
+def test_ensemble_candidates_keep_as_many_out_of_fold_predictions_as_their_memory_allows(monkeypatch):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "b", "c"])
+    y = rng.integers(0, 4, 300)
+    folds = search.Folds(X, y, search.make_splits(y, "multiclass", 0), {c: "numeric" for c in X}, "multiclass", 0)
+    oof_bytes = 300 * 4 * 4  # single precision
+    monkeypatch.setattr(search, "KEPT_OOF_MEMORY", 2.5 * oof_bytes)
+    monkeypatch.setattr(search, "MIN_KEEP_MODELS", 2)
+    run = search.Search(folds, METRICS["log_loss"], Context("multiclass", 4, 0, 1))
+    try:
+        for candidate in [search.baseline(), Candidate("linear", "linear", {}), Candidate("knn", "knn", {}),
+                          Candidate("linear_2", "linear", {"C": 0.1})]:
+            run.evaluate(candidate)
+        kept = [t for t in run.trials if t.oof is not None]
+        assert len(kept) == 2
+        assert all(t.oof.dtype == np.float32 and t.oof.nbytes == oof_bytes for t in kept)
+    finally:
+        run.store.close()
+
+
+def test_regression_keeps_its_out_of_fold_predictions_in_double_precision():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(200, 2)), columns=["a", "b"])
+    y = 1e9 + X.a.to_numpy()  # single precision would round every value to a multiple of 64
+    folds = search.Folds(X, y, search.make_splits(y, "regression", 0), {c: "numeric" for c in X}, "regression", 0)
+    run = search.Search(folds, METRICS["r2"], Context("regression", 0, 0, 1))
+    try:
+        trial = run.evaluate(Candidate("linear", "linear", {}))
+        assert trial.oof.dtype == np.float64
+        assert trial.score > 0.9
+    finally:
+        run.store.close()
