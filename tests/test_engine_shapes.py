@@ -97,7 +97,7 @@ def test_greedy_selection_on_log_loss_reads_only_the_true_class_and_chooses_the_
     compact = log_loss.compact(y, predictions[0])
     assert compact.shape == (3000, 2)
     assert log_loss.score_compact(y, compact) == pytest.approx(log_loss.score(y, predictions[0]), rel=1e-6)
-    weights = greedy_selection(predictions, y, log_loss)
+    weights = greedy_selection([log_loss.compact(y, p) for p in predictions], y, log_loss)
     whole_matrices = dataclasses.replace(log_loss, name="log_loss, whole")  # the same function, not compacted
     assert whole_matrices.compact(y, predictions[0]) is predictions[0]
     np.testing.assert_allclose(weights, greedy_selection(predictions, y, whole_matrices))
@@ -122,22 +122,39 @@ def test_temperature_is_fitted_on_a_sample_of_rows_when_the_classes_are_many(mon
     assert sampled == pytest.approx(whole, rel=0.1)
 
 
-def test_ensemble_candidates_keep_as_many_out_of_fold_predictions_as_their_memory_allows(monkeypatch):
+def four_class_search(metric):
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "b", "c"])
     y = rng.integers(0, 4, 300)
     folds = search.Folds(X, y, search.make_splits(y, "multiclass", 0), {c: "numeric" for c in X}, "multiclass", 0)
-    oof_bytes = 300 * 4 * 4  # single precision
+    run = search.Search(folds, METRICS[metric], Context("multiclass", 4, 0, 1))
+    for candidate in [search.baseline(), Candidate("linear", "linear", {}), Candidate("knn", "knn", {}),
+                      Candidate("linear_2", "linear", {"C": 0.1})]:
+        run.evaluate(candidate)
+    return run
+
+
+def test_candidates_keep_as_many_whole_predictions_as_their_memory_allows(monkeypatch):
+    oof_bytes = 300 * 4 * 4  # four classes in single precision
     monkeypatch.setattr(search, "KEPT_OOF_MEMORY", 2.5 * oof_bytes)
     monkeypatch.setattr(search, "MIN_KEEP_MODELS", 2)
-    run = search.Search(folds, METRICS["log_loss"], Context("multiclass", 4, 0, 1))
+    run = four_class_search("accuracy")  # reads every class of a row
     try:
-        for candidate in [search.baseline(), Candidate("linear", "linear", {}), Candidate("knn", "knn", {}),
-                          Candidate("linear_2", "linear", {"C": 0.1})]:
-            run.evaluate(candidate)
         kept = [t for t in run.trials if t.oof is not None]
         assert len(kept) == 2
         assert all(t.oof.dtype == np.float32 and t.oof.nbytes == oof_bytes for t in kept)
+    finally:
+        run.store.close()
+
+
+def test_log_loss_candidates_hold_two_columns_and_the_store_the_whole_predictions(monkeypatch):
+    monkeypatch.setattr(search, "KEPT_OOF_MEMORY", 2.5 * 300 * 4 * 4)
+    run = four_class_search("log_loss")
+    try:
+        assert all(t.oof.shape == (300, 2) for t in run.trials)  # all kept: two columns are small
+        whole = run.store.get_predictions(run.trials[1].models_path)
+        assert whole.shape == (300, 4) and whole.dtype == np.float32
+        np.testing.assert_allclose(run.trials[1].oof, METRICS["log_loss"].compact(run.folds.y_val, whole))
     finally:
         run.store.close()
 
@@ -154,3 +171,23 @@ def test_regression_keeps_its_out_of_fold_predictions_in_double_precision():
         assert trial.score > 0.9
     finally:
         run.store.close()
+
+
+@pytest.mark.parametrize("n_rows, n_columns, n_splits", [
+    (600, 10, 8), (600, 10_000, 3), (3000, 20, 5), (3000, 2000, 3), (30_000, 100, 3), (100_000, 50, 1),
+])
+def test_folds_are_fewer_on_wide_data(n_rows, n_columns, n_splits):
+    y = np.arange(n_rows) % 2
+    assert len(search.make_splits(y, "binary", 0, n_columns=n_columns)) == n_splits
+
+
+@pytest.mark.parametrize("n_rows, n_columns, max_bin, cached", [(400, 2000, 50, 80), (4000, 2000, 256, 15), (400, 100, None, None)])
+def test_xgboost_bounds_its_histograms_on_wide_data_only(n_rows, n_columns, max_bin, cached):
+    from automl.engine import models
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(n_rows, n_columns)), rng.integers(0, 2, n_rows)
+    ctx = Context("binary", 2, 0, 1)
+    model = models.fit_model(Candidate("xgboost", "xgboost", {"n_estimators": 2}), ctx, X, y, None, None)
+    params = model.parts[0].get_params()
+    assert (params.get("max_bin"), params.get("max_cached_hist_node")) == (max_bin, cached)

@@ -153,7 +153,7 @@ class AutoML(BaseEstimator):
         if budget is None and max_trials is None:
             max_trials = 9  # the default portfolio, once
         deadline = started + SEARCH_SHARE * budget if budget is not None else None
-        splits = make_splits(y_encoded, task, self.seed, self.cv)
+        splits = make_splits(y_encoded, task, self.seed, self.cv, n_columns=sum(k != "ignored" for k in kinds.values()))
         folds = Folds(X, y_encoded, splits, kinds, task, self.seed)
         self._emit("start", n_trials=0, elapsed=time.monotonic() - started,
                    remaining=None if budget is None else budget - (time.monotonic() - started),
@@ -207,7 +207,7 @@ class AutoML(BaseEstimator):
         members = [(t, float(w)) for t, w in zip(trials, weights) if w > 0]
         self._preprocessors = folds.preprocessors
         self._context = Context(ctx.task, ctx.n_classes, ctx.seed, ctx.n_jobs, ctx.device)
-        oof = sum(w * t.oof for t, w in members)
+        oof = sum(w * search.store.get_predictions(t.models_path) for t, w in members)
         self.temperature_ = 1.0
         if ctx.task != "regression" and metric.name == "log_loss":
             self.temperature_ = fit_temperature(oof, folds.y_val)

@@ -17,8 +17,8 @@ from .metrics import Metric
 def greedy_selection(
     predictions: list[np.ndarray], y: np.ndarray, metric: Metric, steps: int = 25
 ) -> np.ndarray:
-    """Return one weight per candidate (summing to 1)."""
-    predictions = [metric.compact(y, p) for p in predictions]
+    """One weight per candidate (summing to 1), from its predictions as
+    `metric.compact` gives them."""
     gains = [metric.gain(metric.score_compact(y, p)) for p in predictions]
     counts = np.zeros(len(predictions))
     counts[int(np.argmax(gains))] = 1

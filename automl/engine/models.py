@@ -32,6 +32,10 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 
 SLICE_BYTES = 1 << 20  # of xgboost trees per XGBSlices part
+XGB_MAX_BIN = 256  # xgboost's default
+XGB_WIDE_NODE_BYTES = 1 << 20  # a node's histogram past which xgboost's bins and cached nodes are bounded
+XGB_HIST_MEMORY = 128e6  # bytes of node histograms xgboost may cache, on wide data
+MIN_ROWS_PER_BIN = 8
 
 
 def _never() -> bool:
@@ -127,6 +131,7 @@ def _fit_xgboost(params, ctx, X, y, X_val, y_val):
         # Native categorical splits on the ordinal codes, rather than treating codes as numbers.
         params.update(enable_categorical=True, feature_types=["c" if c else "q" for c in ctx.categorical])
     refit = X_val is None  # a refit on all rows: the size comes from the fold models
+    params.update({k: v for k, v in _histogram_bounds(*X.shape).items() if k not in params})
     model = cls(
         n_estimators=params.pop("n_estimators", 3000),
         early_stopping_rounds=None if refit else 50,
@@ -145,6 +150,20 @@ def _fit_xgboost(params, ctx, X, y, X_val, y_val):
     if refit:
         return XGBSlices.of(model, model.get_booster().num_boosted_rounds())
     return XGBTrained(model, model.best_iteration + 1)
+
+
+def _histogram_bounds(n_rows: int, n_columns: int) -> dict:
+    """xgboost's hist method keeps one histogram of every column's bins per tree
+    node it has grown, up to 65,536 nodes: on 533 rows of 10,000 columns, 20
+    rounds peaked at +2 GB and took 15 s. Past XGB_WIDE_NODE_BYTES a node, the
+    bins are fewer, at least MIN_ROWS_PER_BIN rows each, and the nodes cached
+    are as many as XGB_HIST_MEMORY holds: +300 MB and 4 s there. Narrower data
+    keeps xgboost's defaults."""
+    node_bytes = n_columns * XGB_MAX_BIN * 16  # a gradient and a hessian in double precision per bin
+    if node_bytes <= XGB_WIDE_NODE_BYTES:
+        return {}
+    max_bin = int(np.clip(n_rows // MIN_ROWS_PER_BIN, 32, XGB_MAX_BIN))
+    return {"max_bin": max_bin, "max_cached_hist_node": max(4, int(XGB_HIST_MEMORY // (n_columns * max_bin * 16)))}
 
 
 class XGBSlices:

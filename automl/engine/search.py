@@ -31,6 +31,7 @@ from .preprocessing import build_preprocessor, categorical_mask
 KEEP_MODELS = 12  # trials whose fold models are kept (on disk) as ensemble candidates
 KEPT_OOF_MEMORY = 64e6  # bytes of out-of-fold predictions the candidates may hold; fewer are kept past it
 MIN_KEEP_MODELS = 4
+WIDE_CELLS = 2_000_000  # rows x columns past which the search uses three folds
 PORTFOLIO_SHARE = 1 / 3  # of the remaining time, at most, for one default configuration
 TUNING_SHARE = 1 / 2
 
@@ -45,12 +46,16 @@ SPACE_DEFAULTS = {
 }
 
 
-def make_splits(y: np.ndarray, task: str, seed: int, cv="auto"):
+def make_splits(y: np.ndarray, task: str, seed: int, cv="auto", n_columns: int = 1):
     """CV for small and medium data, a holdout for large data: the number of fits
-    per candidate is what the budget pays for."""
+    per candidate is what the budget pays for, and a fit's cost grows with the
+    columns as well as the rows. On 600 rows of 10,000 columns, eight folds left
+    a 60 s search one linear model: a boosted model's eight fits did not end."""
     n = len(y)
     if cv == "auto":
         cv = 8 if n < 2_000 else 5 if n < 12_000 else 3 if n < 60_000 else 0.2
+        if n * n_columns > WIDE_CELLS and not isinstance(cv, float):
+            cv = 3
     classification = task != "regression"
     if isinstance(cv, float):
         index = np.arange(n)
@@ -152,6 +157,14 @@ class ModelStore:
             dump_without_memo(model, handle)
 
     @staticmethod
+    def put_predictions(path: str, oof: np.ndarray) -> None:
+        np.save(os.path.join(path, "oof.npy"), oof)
+
+    @staticmethod
+    def get_predictions(path: str) -> np.ndarray:
+        return np.load(os.path.join(path, "oof.npy"))
+
+    @staticmethod
     def get(path: str, fold: int):
         with open(os.path.join(path, f"{fold}.pkl"), "rb") as handle:
             return pickle.load(handle)
@@ -167,6 +180,8 @@ class ModelStore:
 @dataclass
 class Trial:
     candidate: Candidate
+    # Out-of-fold predictions as the metric reads them (Metric.compact): what
+    # ensemble selection needs. The whole ones wait in the store, for the members.
     oof: np.ndarray | None  # None once pruned, with models_path
     score: float
     gain: float
@@ -280,15 +295,19 @@ class Search:
             return None
         if oof.ndim == 2:  # probabilities: single precision is plenty, and 200 classes take 36 MB a trial in double
             oof = oof.astype(np.float32)
+        self.store.put_predictions(path, oof)
         row_ratio = len(self.folds.y) / len(self.folds.splits[0][0])
-        return Trial(candidate, oof, score, self.metric.gain(score), fit_time,
+        return Trial(candidate, self.metric.compact(self.folds.y_val, oof), score, self.metric.gain(score), fit_time,
                      1000 * predict_time / max(len(oof), 1), path, refit_plan(candidate, summaries, row_ratio))
 
     def _keep_best_models(self):
         """Only the best trials stay ensemble candidates; the others lose their
         fold models and their out-of-fold predictions, which on adult (36,000
-        rows) take 0.6 MB a trial, and with 200 classes 18 MB: there, fewer
-        stay, as many as KEPT_OOF_MEMORY holds."""
+        rows) take 0.6 MB a trial. Where the metric reads all of a row's
+        classes, 200 of them take 18 MB a trial: there fewer stay, as many as
+        KEPT_OOF_MEMORY holds. Keeping only the best four by log loss, instead
+        of twelve, cost 0.19 of log loss on 200 classes: the blend wants
+        different models more than the best ones."""
         ranked = sorted(self.trials, key=lambda t: -t.gain)
         oof_bytes = max((t.oof.nbytes for t in ranked if t.oof is not None), default=1)
         keep = min(KEEP_MODELS, max(MIN_KEEP_MODELS, int(KEPT_OOF_MEMORY // oof_bytes)))
