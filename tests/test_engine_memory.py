@@ -10,6 +10,7 @@ import copy
 import math
 import os
 import pickle
+import time
 import tracemalloc
 import weakref
 
@@ -92,6 +93,15 @@ def test_a_fold_forest_stops_growing_at_the_deadline_with_the_trees_it_has():
     ctx = Context("binary", 2, 0, 1, should_stop=lambda: True, n_folds=5)
     model, prediction, _ = models.FAMILIES["extra_trees"].fit_fold({"n_estimators": 400}, ctx, X[:500], y[:500], X[500:], y[500:])
     assert len(model.estimators_) == 50  # the first chunk, an eighth
+    assert prediction.shape == (100, 2) and np.isfinite(prediction).all()
+
+
+def test_under_a_deadline_a_fold_forest_grows_one_tree_per_thread_before_it_knows_their_cost():
+    X, y = noisy(600, 4)
+    X, y = X.to_numpy(), y.to_numpy()
+    ctx = Context("binary", 2, 0, 2, should_stop=lambda: True, n_folds=5, deadline=time.monotonic() + 60)
+    model, prediction, _ = models.FAMILIES["extra_trees"].fit_fold({"n_estimators": 400}, ctx, X[:500], y[:500], X[500:], y[500:])
+    assert len(model.estimators_) == 2
     assert prediction.shape == (100, 2) and np.isfinite(prediction).all()
 
 
