@@ -191,3 +191,21 @@ def test_xgboost_bounds_its_histograms_on_wide_data_only(n_rows, n_columns, max_
     model = models.fit_model(Candidate("xgboost", "xgboost", {"n_estimators": 2}), ctx, X, y, None, None)
     params = model.parts[0].get_params()
     assert (params.get("max_bin"), params.get("max_cached_hist_node")) == (max_bin, cached)
+
+
+@pytest.mark.parametrize("frame, target", [("multiclass_df", "segment"), ("regression_df", "price")])
+def test_predictions_come_by_blocks_of_rows_and_equal_the_whole(monkeypatch, request, frame, target):
+    df = request.getfixturevalue(frame)
+    model = AutoML(time_budget=None, max_trials=2, seed=0).fit(df, target=target)
+    X = df.drop(columns=target)
+    whole = model.predict_proba(X) if target == "segment" else model.predict(X)
+    labels = model.predict(X)
+    sizes = []
+    real = core.AutoML._ensemble_predict
+    monkeypatch.setattr(core.AutoML, "_ensemble_predict", lambda self, X: sizes.append(len(X)) or real(self, X))
+    outputs = 3 if target == "segment" else 1  # classes, or one value
+    monkeypatch.setattr(core, "PREDICT_BLOCK_CELLS", 70 * (model.n_features_in_ + outputs))
+    blocked = model.predict_proba(X) if target == "segment" else model.predict(X)
+    np.testing.assert_allclose(blocked, whole)
+    np.testing.assert_array_equal(model.predict(X.to_numpy()), labels)
+    assert max(sizes) <= 70 and sum(sizes) == 2 * len(X)
