@@ -129,6 +129,15 @@ def test_rows_without_target_are_dropped_with_a_guardrail(binary_df):
     assert guard["params"]["count"] == 10
 
 
+def test_rows_with_an_infinite_target_are_dropped_with_a_guardrail(regression_df):
+    df = regression_df.copy()
+    df.loc[:4, "price"] = np.inf
+    df.loc[5:6, "price"] = -np.inf
+    model = fast().fit(df, target="price")
+    guard = next(g for g in model.guardrails_ if g["code"] == "guard_target_missing_rows")
+    assert guard["params"]["count"] == 7 and np.isfinite(model.predict(df.head())).all()
+
+
 def test_guardrails_are_returned_as_data(binary_df):
     rng = np.random.default_rng(0)
     df = binary_df.copy()

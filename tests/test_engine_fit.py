@@ -127,6 +127,15 @@ def test_predict_handles_unseen_categories_order_and_extra_columns(binary_model,
     assert np.isfinite(binary_model.predict_proba(garbled)).all()
 
 
+def test_infinite_values_count_as_missing_at_fit_and_predict(binary_df):
+    df = binary_df.copy()
+    df.loc[::7, "income"] = np.inf
+    df.loc[::11, "noise"] = -np.inf
+    model = AutoML(time_budget=None, max_trials=2).fit(df, target="bought")
+    X = df.drop(columns="bought").head(30)
+    np.testing.assert_allclose(model.predict_proba(X), model.predict_proba(X.replace([np.inf, -np.inf], np.nan)))
+
+
 def test_predict_without_a_trained_column_is_a_clear_error(binary_model, binary_df):
     with pytest.raises(DataError) as error:
         binary_model.predict(binary_df.drop(columns=["income", "city"]))

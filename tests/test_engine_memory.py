@@ -418,3 +418,12 @@ def test_a_trial_out_of_the_ensemble_candidates_keeps_neither_models_nor_predict
         assert len(os.listdir(run.store.directory)) == 2
     finally:
         run.store.close()
+
+
+def test_an_xgboost_fold_stopped_by_the_clock_at_its_first_round_keeps_that_round():
+    X, y = noisy(300, 4)
+    X, y = X.to_numpy(), y.to_numpy()
+    ctx = Context("binary", 2, 0, 2, should_stop=lambda: True)
+    model, prediction, _ = models.fit_fold(Candidate("x", "xgboost", {}), ctx, X[:200], y[:200], X[200:], y[200:])
+    assert model.n_rounds == 1
+    assert prediction.shape == (100, 2) and np.isfinite(prediction).all()

@@ -99,6 +99,8 @@ def check_target(X: pd.DataFrame, y: pd.Series, task: str):
     if task not in ("auto", *TASKS):
         raise ParameterError("bad_task", value=task, choices=", ".join(("auto", *TASKS)))
     guards = []
+    if pd.api.types.is_float_dtype(y):
+        y = y.where(~np.isinf(y))  # an infinite target is no value to learn: it counts as missing
     present = y.notna().to_numpy()
     if not present.any():
         raise DataError("target_all_missing", target=y.name)

@@ -147,9 +147,14 @@ def _fit_xgboost(params, ctx, X, y, X_val, y_val):
     model.set_params(callbacks=None)  # the callback holds the search's clock: not for pickling
     # Early stopping's patience, the rounds after the best one, is left out: those
     # rounds are never used to predict.
+    rounds = model.get_booster().num_boosted_rounds()
     if refit:
-        return XGBSlices.of(model, model.get_booster().num_boosted_rounds())
-    return XGBTrained(model, model.best_iteration + 1)
+        return XGBSlices.of(model, rounds)
+    # No best round when the clock stopped the first one: xgboost asks its
+    # callbacks in turn and stops at the first that says stop, so early
+    # stopping never saw that round. A 10 s fit lost one xgboost trial in ten so.
+    best = model.get_booster().attr("best_iteration")
+    return XGBTrained(model, rounds if best is None else int(best) + 1)
 
 
 def _histogram_bounds(n_rows: int, n_columns: int) -> dict:

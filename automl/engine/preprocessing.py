@@ -49,7 +49,8 @@ def coerce(X: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
         if kind == "numeric":
             if pd.api.types.is_bool_dtype(values):
                 values = values.astype(float)
-            out[column] = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+            numbers = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+            out[column] = np.where(np.isinf(numbers), np.nan, numbers)  # the models refuse infinity
         elif kind == "datetime":
             if not pd.api.types.is_datetime64_any_dtype(values):
                 with warnings.catch_warnings():
