@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import clone
 
 from automl import AutoML
-from automl.engine import cuda_status
+from automl.engine import cuda_status, search
 from automl.errors import DataError, NotFittedError, ParameterError
 
 
@@ -264,6 +264,27 @@ def test_large_data_is_subsampled_for_the_search(monkeypatch, binary_df):
     guard = next(g for g in model.guardrails_ if g["code"] == "guard_subsampled")
     assert guard["params"] == {"rows": 400, "sample": 200}
     assert model.plot_data_["confusion_matrix"]["matrix"] and sum(map(sum, model.plot_data_["confusion_matrix"]["matrix"])) == 200
+
+
+def test_a_rare_class_keeps_its_rows_in_the_sample(monkeypatch, binary_df):
+    from automl.engine import core
+
+    monkeypatch.setattr(core, "MIN_SAMPLE_ROWS", 100)
+    monkeypatch.setattr(core, "SAMPLE_ROWS_PER_SECOND", 1)
+    df = binary_df.copy()
+    df.loc[:2, "bought"] = "maybe"  # 3 rows of 400: a stratified sample of 100 rounds them to 1
+    model = AutoML(time_budget=100, max_trials=1).fit(df, target="bought")
+    guard = next(g for g in model.guardrails_ if g["code"] == "guard_subsampled")
+    assert guard["params"] == {"rows": 400, "sample": 102}
+    labels = model.plot_data_["confusion_matrix"]["labels"]
+    assert sum(model.plot_data_["confusion_matrix"]["matrix"][labels.index("maybe")]) == 3
+
+
+def test_a_class_with_fewer_rows_than_folds_keeps_every_fold_and_trains_in_each():
+    y = np.array([0] * 150 + [1] * 148 + [2] * 2)
+    splits = search.make_splits(y, "multiclass", 0)
+    assert len(splits) == 8
+    assert all(set(y[train]) == {0, 1, 2} for train, _ in splits)
 
 
 def test_a_failing_model_family_does_not_fail_the_fit(monkeypatch, binary_df):

@@ -37,6 +37,7 @@ TEMPERATURE_CELLS = 2_000_000
 PREDICT_BLOCK_CELLS = 4_000_000  # rows x (columns + classes) predicted at once
 SAMPLE_ROWS_PER_SECOND = 2000  # rows the search can afford per second of budget on 2 cores
 MIN_SAMPLE_ROWS = 50_000
+SAMPLE_CLASS_ROWS = 20  # rows a class keeps in the sample, at least (all it has if fewer)
 FINAL_FOREST_MEMORY = 64e6  # bytes of the final model's forests (refit or bags), shared by weight
 FOREST_ALONE_TREES = 50  # trees, at least, of a forest that is the whole ensemble
 
@@ -196,9 +197,23 @@ class AutoML(BaseEstimator):
             return X, y, []
         rows, _ = train_test_split(np.arange(len(X)), train_size=int(limit), random_state=self.seed,
                                    stratify=y if task != "regression" else None)
+        if task != "regression":
+            rows = np.concatenate([rows, self._rare_rows(y, rows)])
         rows = np.sort(rows)
         guard = checks.guardrail("guard_subsampled", rows=len(X), sample=len(rows))
         return X.iloc[rows].reset_index(drop=True), y[rows], [guard]
+
+    def _rare_rows(self, y, rows):
+        """Rows to add so that every class keeps SAMPLE_CLASS_ROWS rows (or all
+        it has): a stratified sample gives a class its share rounded, and 2
+        rows of 300,000 sampled down to 120,000 can round to none, a class
+        that the model would then never predict."""
+        counts = np.bincount(y)
+        short = np.minimum(counts, SAMPLE_CLASS_ROWS) - np.bincount(y[rows], minlength=len(counts))
+        rng = np.random.default_rng(self.seed)
+        extra = [rng.choice(np.setdiff1d(np.flatnonzero(y == k), rows), size=n, replace=False)
+                 for k, n in enumerate(short) if n > 0]
+        return np.concatenate(extra) if extra else np.array([], dtype=int)
 
     def _finish(self, search, folds, metric, ctx, guards, started):
         trials = [t for t in search.trials if t.models_path is not None and t.candidate.family != "baseline"]

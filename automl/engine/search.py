@@ -16,6 +16,7 @@ import pickle
 import shutil
 import tempfile
 import time
+import warnings
 import zlib
 from dataclasses import dataclass, replace
 
@@ -61,12 +62,16 @@ def make_splits(y: np.ndarray, task: str, seed: int, cv="auto", n_columns: int =
         index = np.arange(n)
         train, val = train_test_split(index, test_size=cv, random_state=seed, stratify=y if classification else None)
         return [(np.sort(train), np.sort(val))]
-    if classification:
-        cv = max(2, min(cv, int(np.bincount(y).min())))
-        splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(cv, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(n), y))
+    if not classification:
+        return list(KFold(cv, shuffle=True, random_state=seed).split(np.zeros(n)))
+    # A class with fewer rows than folds leaves some validation folds without it,
+    # and that is all: the stratified splitter puts its rows in distinct folds, so
+    # every fold still trains on it. Fewer folds for it would cost every model:
+    # two rows of one class took a 300-row fit from eight folds to two.
+    cv = max(2, min(cv, int(np.bincount(y).max())))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
 
 
 class Folds:
