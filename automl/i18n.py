@@ -31,6 +31,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Class {label!r} of '{target}' has only {count} row(s); each class needs at least {minimum}. Remove or merge the rare classes.",
         "fr": "La classe {label!r} de « {target} » n'a que {count} ligne(s) ; chaque classe en demande au moins {minimum}. Supprimez ou regroupez les classes rares.",
     },
+    "duplicate_columns": {
+        "en": "Several columns share a name: {columns}. Give each column its own name.",
+        "fr": "Plusieurs colonnes portent le même nom : {columns}. Donnez à chaque colonne un nom qui lui soit propre.",
+    },
     "target_duplicated": {
         "en": "Column '{column}' is a copy of the target '{target}': remove it, the model would only learn to copy it.",
         "fr": "La colonne « {column} » est une copie de la cible « {target} » : retirez-la, le modèle ne ferait que la recopier.",
@@ -120,8 +124,12 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "fr": "La colonne « {column} » a {percent:.0f} % de valeurs manquantes ; elles sont imputées.",
     },
     "guard_target_missing_rows": {
-        "en": "{count} row(s) have no target value and were left out of training.",
-        "fr": "{count} ligne(s) n'ont pas de valeur cible et ont été écartées de l'entraînement.",
+        "en": "{count} row(s) have no usable target value (empty or infinite) and were left out of training.",
+        "fr": "{count} ligne(s) n'ont pas de valeur cible utilisable (vide ou infinie) et ont été écartées de l'entraînement.",
+    },
+    "guard_target_as_text": {
+        "en": "The target mixes numbers and text (for example {example}); all its values are read as text labels.",
+        "fr": "La cible mêle nombres et texte (par exemple {example}) ; toutes ses valeurs sont lues comme des libellés textuels.",
     },
     "guard_class_imbalance": {
         "en": "Classes are imbalanced: '{label}' is only {percent:.1f}% of the rows. Prefer ROC AUC, balanced accuracy or F1 over accuracy.",

@@ -90,6 +90,35 @@ def test_column_copying_the_target_is_refused(binary_df):
     assert error.value.params["column"] == "bought_flag"
 
 
+def test_columns_sharing_a_name_are_refused_at_fit_and_at_predict(binary_df):
+    X = binary_df.drop(columns="bought")
+    twice = pd.concat([X, X[["income"]]], axis=1)
+    with pytest.raises(DataError) as error:
+        fast().fit(twice, binary_df["bought"])
+    assert error.value.code == "duplicate_columns" and error.value.params["columns"] == "income"
+    model = fast().fit(X, binary_df["bought"])
+    with pytest.raises(DataError) as error:
+        model.predict(twice)
+    assert error.value.code == "duplicate_columns"
+    assert model.predict(X.assign(other=X["income"])).shape == (len(X),)
+
+
+def test_a_target_of_numbers_and_text_is_read_as_text_labels(binary_df):
+    y = pd.Series([1 if b == "yes" else "no" for b in binary_df["bought"]], dtype=object)
+    model = fast().fit(binary_df.drop(columns="bought"), y)
+    assert list(model.classes_) == ["1", "no"]
+    guard = next(g for g in model.guardrails_ if g["code"] == "guard_target_as_text")
+    assert "1" in guard["params"]["example"] and "'no'" in guard["params"]["example"]
+
+
+def test_cells_holding_lists_are_read_as_text(binary_df):
+    rng = np.random.default_rng(0)
+    df = binary_df.assign(tags=[[str(t)] * int(t % 2 + 1) for t in rng.integers(0, 4, len(binary_df))])
+    model = fast().fit(df, target="bought")
+    assert model.feature_kinds_["tags"] == "categorical"
+    assert model.predict(df.head(5)).shape == (5,)
+
+
 def test_y_of_another_length_is_refused(binary_df):
     with pytest.raises(DataError) as error:
         fast().fit(binary_df.drop(columns="bought"), binary_df["bought"].iloc[:10])

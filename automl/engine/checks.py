@@ -55,6 +55,8 @@ def split_target(X, y, target):
         raise DataError("empty_data")
     X = X.copy()
     X.columns = [str(c) for c in X.columns]
+    check_unique_columns(X.columns)
+    X = hashable_cells(X)
     if target is not None:
         target = str(target)
         if target not in X.columns:
@@ -69,6 +71,24 @@ def split_target(X, y, target):
         y.index = X.index
     y.name = str(y.name) if y.name is not None else "target"
     return X, y
+
+
+def check_unique_columns(columns: pd.Index) -> None:
+    """Two columns of one name cannot be told apart, at fit or at predict time."""
+    duplicated = columns[columns.duplicated()].unique()
+    if len(duplicated):
+        raise DataError("duplicate_columns", columns=_short_list(duplicated))
+
+
+def hashable_cells(X: pd.DataFrame) -> pd.DataFrame:
+    """Lists, dicts and other unhashable cells (JSON sources) read as their text:
+    columns are profiled by counting their distinct values."""
+    for column in X.columns[X.dtypes == object]:
+        try:
+            pd.unique(X[column])  # hashes every cell, as fast as profiling does
+        except TypeError:
+            X[column] = X[column].map(lambda v: str(v) if getattr(v, "__hash__", None) is None else v)
+    return X
 
 
 def _short_list(values, limit=12):
@@ -99,6 +119,11 @@ def check_target(X: pd.DataFrame, y: pd.Series, task: str):
     if task not in ("auto", *TASKS):
         raise ParameterError("bad_task", value=task, choices=", ".join(("auto", *TASKS)))
     guards = []
+    labels = y.dropna()
+    if y.dtype == object and labels.map(type).nunique() > 1:  # 1 and "no" cannot even be sorted together
+        example = ", ".join(repr(labels[labels.map(type) == kind].iloc[0]) for kind in labels.map(type).unique()[:2])
+        guards.append(guardrail("guard_target_as_text", example=example))
+        y = y.where(y.isna(), y.astype(str))
     if pd.api.types.is_float_dtype(y):
         y = y.where(~np.isinf(y))  # an infinite target is no value to learn: it counts as missing
     present = y.notna().to_numpy()

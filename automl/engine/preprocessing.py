@@ -31,6 +31,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 
 from ..errors import DataError
+from .checks import check_unique_columns
 
 MAX_ORDINAL_CATEGORIES = 250  # HistGradientBoosting's native categorical limit
 MAX_ONEHOT_CATEGORIES = 30
@@ -41,6 +42,7 @@ def coerce(X: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     missing = [c for c, kind in kinds.items() if kind != "ignored" and c not in X.columns]
     if missing:
         raise DataError("missing_columns", columns=", ".join(missing))
+    check_unique_columns(X.columns[X.columns.isin(list(kinds))])
     out = {}
     for column, kind in kinds.items():
         if kind == "ignored":
