@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from automl import AutoML
-from automl.engine import checks, core, search
+from automl.engine import checks, core, models, search
 from automl.engine.ensemble import greedy_selection
 from automl.engine.metrics import METRICS
 from automl.engine.models import Candidate, Context
@@ -83,6 +83,21 @@ def test_importance_on_narrow_data_measures_every_column(binary_df):
     model = AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
     measured = {c for c, kind in model.feature_kinds_.items() if kind != "ignored"}
     assert set(model.feature_importance_.feature) == measured
+
+
+def test_importance_without_time_for_its_first_repeat_predicts_its_fewest_rows(monkeypatch, binary_df):
+    """On 355 classes a repeat of 2,000 rows took 6 s, past the fit's budget."""
+    predicted = []
+    real = core.AutoML._predict_bagged
+    monkeypatch.setattr(core.AutoML, "_predict_bagged",
+                        lambda self, models, pre, X: predicted.append(len(X)) or real(self, models, pre, X))
+    AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
+    unhurried, predicted[:] = sum(predicted), []
+    monkeypatch.setattr(core, "REFIT_SHARE", 1e-9)  # the first repeat's deadline has passed when it starts
+    model = AutoML(time_budget=600, max_trials=1, seed=0).fit(binary_df, target="bought")
+    n_columns = len(model.feature_importance_)
+    assert unhurried == 400 * (1 + 3 * n_columns)  # every validation row, three repeats
+    assert sum(predicted) <= core.IMPORTANCE_MIN_ROWS * (1 + 3 * n_columns)
 
 
 def test_greedy_selection_on_log_loss_reads_only_the_true_class_and_chooses_the_same():
@@ -209,3 +224,29 @@ def test_predictions_come_by_blocks_of_rows_and_equal_the_whole(monkeypatch, req
     np.testing.assert_allclose(blocked, whole)
     np.testing.assert_array_equal(model.predict(X.to_numpy()), labels)
     assert max(sizes) <= 70 and sum(sizes) == 2 * len(X)
+
+
+@pytest.mark.parametrize("n_classes, first", [(2, 10), (3, 10), (30, 1)])
+def test_a_boosted_models_first_step_is_sized_by_its_trees_per_iteration(monkeypatch, n_classes, first):
+    """One tree per class an iteration: with hundreds of classes, a first step
+    of ten iterations ran tens of seconds past its share of the budget."""
+    monkeypatch.setattr(models, "HGB_FIRST_ROW_TREES", 6000)  # 200 rows x 30 trees = 10 iterations
+    steps = []
+    real = models._grow
+    monkeypatch.setattr(models, "_grow", lambda model, attribute, size, *a, **k: steps.append(size) or real(model, attribute, size, *a, **k))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 3)), np.arange(200) % n_classes
+    task = "binary" if n_classes == 2 else "multiclass"
+    models.fit_model(Candidate("h", "hist_gb", {"max_iter": 12}), Context(task, n_classes, 0, 2), X, y, None, None)
+    assert steps == [first]
+
+
+@pytest.mark.parametrize("params, l2", [({}, 1.0), ({"l2_regularization": 0.1}, 0.1)])
+def test_boosting_over_many_classes_is_regularized_unless_told_otherwise(monkeypatch, params, l2):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 3)), np.arange(120) % 3
+    ctx = Context("multiclass", 3, 0, 2)
+    monkeypatch.setattr(models, "HGB_MANY_CLASSES", 2)
+    assert models.fit_model(Candidate("h", "hist_gb", {"max_iter": 3, **params}), ctx, X, y, None, None).l2_regularization == l2
+    monkeypatch.setattr(models, "HGB_MANY_CLASSES", 3)
+    assert models.fit_model(Candidate("h", "hist_gb", {"max_iter": 3}), ctx, X, y, None, None).l2_regularization == 0.0
