@@ -6,7 +6,8 @@
 Why: the sixteen public sets are all narrow and small to medium. The data sets
 we are also measured on, and our users' data, include the shapes where an
 AutoML tool fails or overruns its budget: thousands of columns, hundreds of
-thousands of rows, hundreds of classes, ID-like categoricals, free text.
+thousands of rows, hundreds of classes (with many rows too, as AMLB's dionis
+has), ID-like categoricals, free text.
 Scores on random data say little; what these sets check is that every fit
 ends within its budget, with a model, in bounded memory.
 """
@@ -46,8 +47,8 @@ def tall(n_rows, seed):
     return X, "multiclass"
 
 
-def many_classes(n_rows, n_classes, seed):
-    X, y = informative(n_rows, 40, n_classes, seed, class_sep=2.0)
+def many_classes(n_rows, n_classes, seed, columns=40, class_sep=2.0):
+    X, y = informative(n_rows, columns, n_classes, seed, class_sep=class_sep)
     X["target"] = [f"c{k}" for k in y]
     return X, "multiclass"
 
@@ -96,6 +97,7 @@ def build(scale):
         "stress_wide_10k": wide(n(800), 10000, 2),
         "stress_tall_300k": tall(n(300_000), 3),
         "stress_classes_200": many_classes(n(30_000), 200, 4),
+        "stress_classes_355_tall": many_classes(n(416_000), 355, 8, columns=60, class_sep=1.5),  # dionis' shape
         "stress_ids": ids(n(30_000), 5),
         "stress_text": text(n(8000), 6),
         "stress_missing_200k": missing_regression(n(200_000), 7),

@@ -54,6 +54,14 @@ def test_the_exact_leakage_check_runs_on_the_screened_columns_only(monkeypatch):
     assert 2 <= len(calls) <= checks.LEAKAGE_MOST_CHECKED
 
 
+def test_the_leakage_check_still_runs_when_some_classes_are_too_rare_for_it():
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.integers(0, 20, 1000), [20, 21]])  # two classes of one row each
+    X = pd.DataFrame({"noise": rng.normal(size=len(y)), "leak": y + 0.3 * rng.random(len(y))})
+    guards = checks.leakage_guards(X, y, {"noise": "numeric", "leak": "numeric"}, "multiclass", 0)
+    assert [g["column"] for g in guards] == ["leak"]
+
+
 def test_importance_on_wide_data_measures_the_columns_that_predict_best_in_bounded_blocks(monkeypatch):
     X, y = wide(400, 60)
     width = X.shape[1]
