@@ -111,6 +111,13 @@ def test_a_target_of_numbers_and_text_is_read_as_text_labels(binary_df):
     assert "1" in guard["params"]["example"] and "'no'" in guard["params"]["example"]
 
 
+def test_a_target_of_python_ints_and_floats_stays_numeric(regression_df):
+    y = pd.Series([int(v) if i % 2 else float(v) for i, v in enumerate(regression_df["price"].round())], dtype=object)
+    model = fast().fit(regression_df.drop(columns="price"), y)
+    assert model.task_ == "regression"
+    assert not any(g["code"] == "guard_target_as_text" for g in model.guardrails_)
+
+
 def test_cells_holding_lists_are_read_as_text(binary_df):
     rng = np.random.default_rng(0)
     df = binary_df.assign(tags=[[str(t)] * int(t % 2 + 1) for t in rng.integers(0, 4, len(binary_df))])

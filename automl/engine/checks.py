@@ -119,11 +119,13 @@ def check_target(X: pd.DataFrame, y: pd.Series, task: str):
     if task not in ("auto", *TASKS):
         raise ParameterError("bad_task", value=task, choices=", ".join(("auto", *TASKS)))
     guards = []
-    labels = y.dropna()
-    if y.dtype == object and labels.map(type).nunique() > 1:  # 1 and "no" cannot even be sorted together
-        example = ", ".join(repr(labels[labels.map(type) == kind].iloc[0]) for kind in labels.map(type).unique()[:2])
-        guards.append(guardrail("guard_target_as_text", example=example))
-        y = y.where(y.isna(), y.astype(str))
+    y = y.infer_objects()  # numbers held as Python objects (from JSON, say) are numbers
+    if y.dtype == object:  # 1 and "no" cannot even be sorted together
+        text = y.dropna().map(lambda v: isinstance(v, str))
+        if 0 < text.sum() < len(text):
+            example = f"{y[text[~text].index[0]]!r}, {y[text[text].index[0]]!r}"
+            guards.append(guardrail("guard_target_as_text", example=example))
+            y = y.where(y.isna(), y.astype(str))
     if pd.api.types.is_float_dtype(y):
         y = y.where(~np.isinf(y))  # an infinite target is no value to learn: it counts as missing
     present = y.notna().to_numpy()
