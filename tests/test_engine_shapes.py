@@ -108,6 +108,15 @@ def test_importance_without_time_for_its_first_repeat_predicts_its_fewest_rows(m
     assert sum(predicted) <= core.IMPORTANCE_MIN_ROWS * (1 + 3 * n_columns)
 
 
+def test_importance_samples_every_class_of_each_fold_however_rare(monkeypatch):
+    """ROC AUC needs both classes: 100 rows of 0.2 % positives held none."""
+    monkeypatch.setattr(core, "IMPORTANCE_ROWS", 16)  # two rows a fold
+    X, y = wide(1000, 3, seed=1)
+    y = pd.Series(np.where(np.arange(1000) % 50 == 0, "yes", "no"), name="y")  # 2 % positives
+    model = AutoML(time_budget=None, max_trials=1, seed=0).fit(X, y)
+    assert np.isfinite(model.feature_importance_.importance).all()
+
+
 def test_greedy_selection_on_log_loss_reads_only_the_true_class_and_chooses_the_same():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 40, 3000)

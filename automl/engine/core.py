@@ -25,6 +25,7 @@ from .search import Folds, Search, limit_malloc_arenas, make_splits, release_mem
 
 MAX_BUDGET = 7 * 24 * 3600
 SEARCH_SHARE = 0.85  # of the budget; the rest ensembles, explains and refits
+ENSEMBLE_SHARE = 0.87  # greedy ensemble selection's steps end by this share of the budget
 IMPORTANCE_SHARE = 0.88  # importance repeats after the first end by this share of the budget
 REFIT_SHARE = 0.95  # refits, and importance's first repeat, end by this share of the budget
 REFIT_MIN_ROWS_LOG_LOSS = 2000
@@ -218,7 +219,8 @@ class AutoML(BaseEstimator):
     def _finish(self, search, folds, metric, ctx, guards, started):
         trials = [t for t in search.trials if t.models_path is not None and t.candidate.family != "baseline"]
         trials = trials or [search.trials[0]]  # nothing but the baseline finished
-        weights = greedy_selection([t.oof for t in trials], folds.y_val, metric, self.ensemble_size) \
+        weights = greedy_selection([t.oof for t in trials], folds.y_val, metric, self.ensemble_size,
+                                   self._deadline(started, ENSEMBLE_SHARE)) \
             if self.ensemble_size else np.eye(len(trials))[np.argmax([t.gain for t in trials])]
         members = [(t, float(w)) for t, w in zip(trials, weights) if w > 0]
         self._preprocessors = folds.preprocessors
@@ -376,7 +378,7 @@ class AutoML(BaseEstimator):
             affordable = (first_deadline - time.monotonic()) / max(row_seconds, 1e-9)
             n_rows = int(np.clip(affordable, IMPORTANCE_MIN_ROWS, n_rows))
         per_fold = max(1, n_rows // len(folds.splits))
-        samples = [rng.choice(val, size=min(len(val), per_fold), replace=False) for _, val in folds.splits]
+        samples = [self._importance_rows(val, folds.y, per_fold, rng) for _, val in folds.splits]
         y = np.concatenate([folds.y[s] for s in samples])
         if len(columns) > most:
             relevance = checks.univariate_scores(folds.X.iloc[np.concatenate(samples)], y, columns, self.task_)
@@ -415,6 +417,16 @@ class AutoML(BaseEstimator):
                             for r in range(repeats)])
         table = pd.DataFrame({"feature": columns, "importance": drops.mean(axis=0), "std": drops.std(axis=0)})
         return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+
+    def _importance_rows(self, val, y, size, rng):
+        """`size` of a fold's validation rows at random, and one more of each class
+        that they missed: on 0.2 % positives, 100 rows held none, and ROC AUC
+        has no value without both classes."""
+        rows = rng.choice(val, size=min(len(val), size), replace=False)
+        if self.task_ == "regression":
+            return rows
+        missed = np.setdiff1d(y[val], y[rows])
+        return np.concatenate([rows, [rng.choice(val[y[val] == k]) for k in missed]]).astype(int)
 
     # --- predict ----------------------------------------------------------------
     def _check_fitted(self):

@@ -9,22 +9,27 @@ single model.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .metrics import Metric
 
 
 def greedy_selection(
-    predictions: list[np.ndarray], y: np.ndarray, metric: Metric, steps: int = 25
+    predictions: list[np.ndarray], y: np.ndarray, metric: Metric, steps: int = 25, deadline: float | None = None
 ) -> np.ndarray:
     """One weight per candidate (summing to 1), from its predictions as
-    `metric.compact` gives them."""
+    `metric.compact` gives them. Steps stop at `deadline` (time.monotonic())
+    with the best blend so far."""
     gains = [metric.gain(metric.score_compact(y, p)) for p in predictions]
     counts = np.zeros(len(predictions))
     counts[int(np.argmax(gains))] = 1
     total = predictions[int(np.argmax(gains))].astype(float).copy()
     best, best_counts = max(gains), counts.copy()
     for step in range(1, steps):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         scores = [metric.gain(metric.score_compact(y, (total + p) / (step + 1))) for p in predictions]
         choice = int(np.argmax(scores))
         counts[choice] += 1
