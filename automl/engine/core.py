@@ -25,7 +25,7 @@ from .search import Folds, Search, limit_malloc_arenas, make_splits, release_mem
 
 MAX_BUDGET = 7 * 24 * 3600
 SEARCH_SHARE = 0.85  # of the budget; the rest ensembles, explains and refits
-ENSEMBLE_SHARE = 0.87  # greedy ensemble selection's steps end by this share of the budget
+ENSEMBLE_SHARE = 0.92  # greedy selection's steps end by this share: late only when the search ran late
 IMPORTANCE_SHARE = 0.88  # importance repeats after the first end by this share of the budget
 REFIT_SHARE = 0.95  # refits, and importance's first repeat, end by this share of the budget
 REFIT_MIN_ROWS_LOG_LOSS = 2000
