@@ -198,23 +198,11 @@ class AutoML(BaseEstimator):
             return X, y, []
         rows, _ = train_test_split(np.arange(len(X)), train_size=int(limit), random_state=self.seed,
                                    stratify=y if task != "regression" else None)
-        if task != "regression":
-            rows = np.concatenate([rows, self._rare_rows(y, rows)])
+        if task != "regression":  # a stratified share, rounded: 2 rows of 300,000 sampled to 120,000 can be none
+            rows = with_every_class(rows, np.arange(len(y)), y, SAMPLE_CLASS_ROWS, np.random.default_rng(self.seed))
         rows = np.sort(rows)
         guard = checks.guardrail("guard_subsampled", rows=len(X), sample=len(rows))
         return X.iloc[rows].reset_index(drop=True), y[rows], [guard]
-
-    def _rare_rows(self, y, rows):
-        """Rows to add so that every class keeps SAMPLE_CLASS_ROWS rows (or all
-        it has): a stratified sample gives a class its share rounded, and 2
-        rows of 300,000 sampled down to 120,000 can round to none, a class
-        that the model would then never predict."""
-        counts = np.bincount(y)
-        short = np.minimum(counts, SAMPLE_CLASS_ROWS) - np.bincount(y[rows], minlength=len(counts))
-        rng = np.random.default_rng(self.seed)
-        extra = [rng.choice(np.setdiff1d(np.flatnonzero(y == k), rows), size=n, replace=False)
-                 for k, n in enumerate(short) if n > 0]
-        return np.concatenate(extra) if extra else np.array([], dtype=int)
 
     def _finish(self, search, folds, metric, ctx, guards, started):
         trials = [t for t in search.trials if t.models_path is not None and t.candidate.family != "baseline"]
@@ -378,7 +366,9 @@ class AutoML(BaseEstimator):
             affordable = (first_deadline - time.monotonic()) / max(row_seconds, 1e-9)
             n_rows = int(np.clip(affordable, IMPORTANCE_MIN_ROWS, n_rows))
         per_fold = max(1, n_rows // len(folds.splits))
-        samples = [self._importance_rows(val, folds.y, per_fold, rng) for _, val in folds.splits]
+        samples = [rng.choice(val, size=min(len(val), per_fold), replace=False) for _, val in folds.splits]
+        if self.task_ != "regression":  # on 0.2 % positives, 100 rows held none: ROC AUC has no value then
+            samples = [with_every_class(s, val, folds.y, 1, rng) for s, (_, val) in zip(samples, folds.splits)]
         y = np.concatenate([folds.y[s] for s in samples])
         if len(columns) > most:
             relevance = checks.univariate_scores(folds.X.iloc[np.concatenate(samples)], y, columns, self.task_)
@@ -417,16 +407,6 @@ class AutoML(BaseEstimator):
                             for r in range(repeats)])
         table = pd.DataFrame({"feature": columns, "importance": drops.mean(axis=0), "std": drops.std(axis=0)})
         return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
-
-    def _importance_rows(self, val, y, size, rng):
-        """`size` of a fold's validation rows at random, and one more of each class
-        that they missed: on 0.2 % positives, 100 rows held none, and ROC AUC
-        has no value without both classes."""
-        rows = rng.choice(val, size=min(len(val), size), replace=False)
-        if self.task_ == "regression":
-            return rows
-        missed = np.setdiff1d(y[val], y[rows])
-        return np.concatenate([rows, [rng.choice(val[y[val] == k]) for k in missed]]).astype(int)
 
     # --- predict ----------------------------------------------------------------
     def _check_fitted(self):
@@ -473,8 +453,7 @@ class AutoML(BaseEstimator):
     def _by_blocks(self, X, predict):
         """`predict` on blocks of rows: a member's work arrays are rows x classes,
         a few of them at a time. With 355 classes, 25,000 rows at once peaked
-        at +430 MB."""
-        self._check_fitted()
+        at +430 MB. Callers check that the model is fitted."""
         n_classes = 1 if self.classes_ is None else len(self.classes_)
         rows = max(1, PREDICT_BLOCK_CELLS // (self.n_features_in_ + n_classes))
         if len(X) <= rows:
@@ -517,6 +496,16 @@ class AutoML(BaseEstimator):
         from .persistence import load
 
         return load(path)
+
+
+def with_every_class(rows, pool, y, least, rng) -> np.ndarray:
+    """`rows` (drawn from `pool`) and more rows of `pool` at random, so that every
+    class of `pool` has `least` rows among them, or all it has there."""
+    k = int(y.max()) + 1
+    short = np.minimum(np.bincount(y[pool], minlength=k), least) - np.bincount(y[rows], minlength=k)
+    extra = [rng.choice(np.setdiff1d(pool[y[pool] == c], rows), size=n, replace=False)
+             for c, n in enumerate(short) if n > 0]
+    return np.concatenate([rows, *extra]).astype(int)
 
 
 def _final_forest_trees(weight: float, bytes_per_tree: float) -> int:
