@@ -3,6 +3,7 @@
 import pickle
 import threading
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -244,15 +245,66 @@ def test_unknown_device_is_refused(binary_df):
     assert error.value.code == "bad_device"
 
 
+def _xgboost_devices(monkeypatch) -> list:
+    """The device each xgboost fit is asked for: what the engine sends xgboost."""
+    import xgboost
+
+    devices, fit = [], xgboost.XGBModel.fit
+
+    def recording_fit(self, *args, **kwargs):
+        devices.append(self.get_params()["device"])
+        return fit(self, *args, **kwargs)
+
+    for cls in (xgboost.XGBClassifier, xgboost.XGBRegressor):
+        monkeypatch.setattr(cls, "fit", recording_fit)
+    return devices
+
+
+def _predict_without_warnings(model, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a booster left on CUDA warns at each prediction on a host without one
+        return model.predict_proba(X)
+
+
+def test_device_cuda_sends_every_xgboost_fit_to_the_gpu(monkeypatch, binary_df, tmp_path):
+    """The GPU path's contract, where no GPU is: with CUDA reported present, each
+    xgboost fit asks for it (the CPU build of xgboost falls back to the CPU)."""
+    from automl.engine import core
+
+    monkeypatch.setattr(core, "cuda_status", lambda: (True, ""))
+    devices = _xgboost_devices(monkeypatch)
+    model = AutoML(time_budget=None, max_trials=4, device="cuda").fit(binary_df, target="bought")
+    assert model.device_ == "cuda"
+    assert devices and set(devices) == {"cuda"}
+    model.save(tmp_path / "gpu.automl")
+    _predict_without_warnings(AutoML.load(tmp_path / "gpu.automl"), binary_df)
+
+
+@pytest.mark.parametrize("fold", [True, False], ids=["fold model", "refit"])
+def test_an_xgboost_model_trained_for_cuda_is_kept_for_the_cpu(fold):
+    """The hosts that serve a model (the hub, the dashboards) have no GPU: a
+    kept xgboost model predicts on the CPU wherever it was trained."""
+    from automl.engine import models
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] + rng.normal(size=300) > 0).astype(int)
+    ctx = models.Context("binary", 2, 0, 1, device="cuda")
+    val = (X[200:], y[200:]) if fold else (None, None)
+    trained = models.fit_model(models.Candidate("x", "xgboost", {"n_estimators": 30}), ctx, X[:200], y[:200], *val)
+    kept = pickle.loads(pickle.dumps(trained))  # how the search stores a fold model, and save a final one
+    assert kept.parts and {part.get_params()["device"] for part in kept.parts} == {"cpu"}
+    np.testing.assert_allclose(_predict_without_warnings(kept, X), trained.predict_proba(X), rtol=1e-6)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not cuda_status()[0], reason="no CUDA GPU here")
-def test_xgboost_trains_on_the_gpu(binary_df):
-    model = AutoML(time_budget=None, max_trials=2, device="cuda").fit(binary_df, target="bought")
+def test_xgboost_trains_on_the_gpu(monkeypatch, binary_df):
+    devices = _xgboost_devices(monkeypatch)
+    model = AutoML(time_budget=None, max_trials=4, device="cuda").fit(binary_df, target="bought")
     assert model.device_ == "cuda"
-    xgb_models = [model._full.get(i) or models[0] for i, (c, models, _) in enumerate(model._members)
-                  if c.family == "xgboost"]
-    for member in xgb_models:
-        assert member.get_params()["device"] == "cuda"
+    assert devices and set(devices) == {"cuda"}
+    _predict_without_warnings(model, binary_df)
 
 
 def test_large_data_is_subsampled_for_the_search(monkeypatch, binary_df):

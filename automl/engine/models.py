@@ -239,6 +239,11 @@ def _slices(model, rounds: int):
     for start in range(0, rounds, step):
         part = copy.copy(model)
         part._Booster = booster[start:min(start + step, rounds)]
+        # A kept model predicts on the CPU wherever it was trained: the hub and
+        # the dashboards that serve it have no GPU, and a booster set for CUDA
+        # warns at every prediction there (on a GPU, data in host memory makes
+        # xgboost fall back to a slower path, with a warning too).
+        part.set_params(device="cpu")
         yield part
 
 
