@@ -273,6 +273,10 @@ def print_dataset(dataset, by_system):
         print(f"  WARNING: systems saw different test splits: {sorted(splits)}")
 
 
+def tally(outcomes) -> str:
+    return f"{outcomes.count(1)} W / {outcomes.count(0)} T / {outcomes.count(-1)} L"
+
+
 def print_head_to_head(group, system, rival):
     results, lines = [], []
     for dataset, by_system in sorted(group.items()):
@@ -282,8 +286,7 @@ def print_head_to_head(group, system, rival):
             results.append(outcome)
             lines.append(f"{dataset}:{'WTL'[1 - outcome]}")
     if results:
-        print(f"  {system} vs {rival}: {results.count(1)} W / {results.count(0)} T / "
-              f"{results.count(-1)} L   ({' '.join(lines)})")
+        print(f"  {system} vs {rival}: {tally(results)}   ({' '.join(lines)})")
 
 
 def print_normalized(group, systems):
@@ -372,9 +375,8 @@ def print_across_seeds(budget, seed_groups, system="engine"):
             on_means.append(outcome)
             lines.append(f"{dataset}:{'WTL'[1 - outcome]} {means[0]:.4f}/{means[1]:.4f}")
         if on_means:
-            print(f"  {system} vs {rival}, on mean scores: {on_means.count(1)} W / {on_means.count(0)} T / "
-                  f"{on_means.count(-1)} L over {len(on_means)} datasets; every (dataset, seed): "
-                  f"{per_seed.count(1)} W / {per_seed.count(0)} T / {per_seed.count(-1)} L")
+            print(f"  {system} vs {rival}, on mean scores: {tally(on_means)} over {len(on_means)} datasets; "
+                  f"every (dataset, seed): {tally(per_seed)}")
             for line in lines:
                 print(f"    {line}")
 

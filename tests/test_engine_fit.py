@@ -249,14 +249,16 @@ def _xgboost_devices(monkeypatch) -> list:
     """The device each xgboost fit is asked for: what the engine sends xgboost."""
     import xgboost
 
-    devices, fit = [], xgboost.XGBModel.fit
+    devices = []
 
-    def recording_fit(self, *args, **kwargs):
-        devices.append(self.get_params()["device"])
-        return fit(self, *args, **kwargs)
+    def recording(fit):
+        def recording_fit(self, *args, **kwargs):
+            devices.append(self.get_params()["device"])
+            return fit(self, *args, **kwargs)
+        return recording_fit
 
     for cls in (xgboost.XGBClassifier, xgboost.XGBRegressor):
-        monkeypatch.setattr(cls, "fit", recording_fit)
+        monkeypatch.setattr(cls, "fit", recording(cls.fit))  # each class' own fit: the classifier's encodes labels
     return devices
 
 
