@@ -4,7 +4,8 @@ their bag keeps, final forests (refit or bagged) sharing one budget by weight,
 the bags never loaded whole once the search is over, no configuration fitted twice, xgboost's
 trees never copied whole through a JSON document or a pickle (nor held
 serialized all at once by the pickler's memo, nor sliced before they are
-stored), and HistGradientBoosting's trees packed into shared arrays."""
+stored), HistGradientBoosting's trees packed into shared arrays, and the linear
+flavour's one-hot columns kept sparse (k-NN alone takes a dense copy)."""
 
 import copy
 import math
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from scipy import sparse as scipy_sparse
 from sklearn.metrics import roc_auc_score
 
 from automl import AutoML
@@ -427,3 +429,47 @@ def test_an_xgboost_fold_stopped_by_the_clock_at_its_first_round_keeps_that_roun
     model, prediction, _ = models.fit_fold(Candidate("x", "xgboost", {}), ctx, X[:200], y[:200], X[200:], y[200:])
     assert model.n_rounds == 1
     assert prediction.shape == (100, 2) and np.isfinite(prediction).all()
+
+
+def one_hot_frame(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"x": rng.normal(size=n), "city": rng.choice([f"c{i}" for i in range(25)], n),
+                      "kind": rng.choice(list("abcdef"), n)})
+    return X, pd.Series((X["x"] > 0).astype(int), name="y")
+
+
+def test_the_linear_flavour_keeps_its_one_hot_columns_sparse():
+    from automl.engine.preprocessing import build_preprocessor
+
+    X, y = one_hot_frame()
+    kinds = {"x": "numeric", "city": "categorical", "kind": "categorical"}
+    matrix = build_preprocessor("linear", kinds, "binary", 0).fit_transform(X, y)
+    assert scipy_sparse.issparse(matrix) and matrix.shape[1] > 25
+    assert matrix.nnz <= 4 * len(X)  # the number, its two categories, no zeros stored
+    assert np.allclose(matrix[:, 1:].sum(axis=1), 2)  # one column per categorical set
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_knn_searches_its_own_dense_copy_of_narrow_sparse_input(task):
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    X, y = one_hot_frame()
+    matrix = scipy_sparse.csr_matrix(pd.get_dummies(X, dtype=float).to_numpy())
+    ctx = Context(task, 2 if task == "binary" else 0, 0, 1)
+    knn = models.FAMILIES["knn"].fit({"n_neighbors": 10}, ctx, matrix[:400], y[:400].to_numpy(), None, None)
+    assert isinstance(knn._fit_X, np.ndarray)  # not scikit-learn's sparse brute-force path
+    plain = (KNeighborsClassifier if task == "binary" else KNeighborsRegressor)(n_neighbors=10, weights="distance")
+    plain.fit(matrix[:400].toarray(), y[:400])
+    np.testing.assert_allclose(models.predict_matrix(knn, matrix[400:], ctx),
+                               models.predict_matrix(plain, matrix[400:].toarray(), ctx))
+
+
+def test_knn_leaves_wide_sparse_input_sparse(monkeypatch):
+    """Free text's TF-IDF columns: thousands wide, a dense copy would cost more than the search."""
+    monkeypatch.setattr(models, "KNN_DENSE_COLUMNS", 10)
+    X, y = one_hot_frame()
+    matrix = scipy_sparse.csr_matrix(pd.get_dummies(X, dtype=float).to_numpy())
+    ctx = Context("binary", 2, 0, 1)
+    knn = models.FAMILIES["knn"].fit({"n_neighbors": 10}, ctx, matrix[:400], y[:400].to_numpy(), None, None)
+    assert scipy_sparse.issparse(knn._fit_X)
+    assert models.predict_matrix(knn, matrix[400:], ctx).shape == (200, 2)
