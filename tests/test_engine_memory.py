@@ -4,8 +4,9 @@ their bag keeps, final forests (refit or bagged) sharing one budget by weight,
 the bags never loaded whole once the search is over, no configuration fitted twice, xgboost's
 trees never copied whole through a JSON document or a pickle (nor held
 serialized all at once by the pickler's memo, nor sliced before they are
-stored), HistGradientBoosting's trees packed into shared arrays, and the linear
-flavour's one-hot columns kept sparse (k-NN alone takes a dense copy)."""
+stored, and predicting in row blocks, since a booster keeps its last
+predictions), HistGradientBoosting's trees packed into shared arrays, and the
+linear flavour's one-hot columns kept sparse (k-NN alone takes a dense copy)."""
 
 import copy
 import math
@@ -72,11 +73,13 @@ def stream_forest(monkeypatch, kind, task, kept_memory):
 
 @pytest.mark.parametrize("kind, task", [("extra_trees", "regression"), ("random_forest", "binary")])
 def test_a_fold_forest_predicts_with_every_tree_it_grows_but_holds_only_what_its_bag_keeps(monkeypatch, kind, task):
-    """Growing all the trees to keep a few held them all at the peak of the fit."""
-    model, prediction, seconds, grown, most_alive, chunks, X_val, ctx = stream_forest(monkeypatch, kind, task, 1.0)
-    keep = -(-models.KEPT_FOREST_TREES // 10)
-    assert grown == 120 and len(model.estimators_) == model.n_estimators == keep == 30
-    assert most_alive <= keep + 15 < grown  # the kept trees and one chunk: 15 trees, then 7
+    """Growing all the trees to keep a few held them all at the peak of the fit;
+    so did a floor of 30 kept trees a fold, however large the trees."""
+    model, prediction, seconds, grown, most_alive, chunks, X_val, ctx = stream_forest(monkeypatch, kind, task, 2e6)
+    keep = len(model.estimators_)
+    assert grown == 120 and model.n_estimators == keep and 1 <= keep < 15
+    assert keep * models.tree_bytes([model], ctx) * 10 <= 1.2 * 2e6  # its fold's share of KEPT_FOREST_MEMORY
+    assert most_alive <= max(15, keep + 4) < grown  # the first chunk (15 trees), then the kept ones and 4 more
     expected = sum(size * chunk for size, chunk in chunks) / grown
     np.testing.assert_allclose(prediction, expected)
     assert not np.allclose(prediction, models.predict_matrix(model, X_val, ctx))  # not the kept trees' alone
@@ -235,6 +238,22 @@ def test_an_xgboost_model_is_kept_in_slices_that_predict_as_one(monkeypatch, tas
         np.testing.assert_array_equal(models.predict_matrix(loaded, X, ctx), models.predict_matrix(sliced, X, ctx))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_sliced_model_predicts_in_blocks_that_bound_what_its_boosters_keep(monkeypatch, task):
+    """A booster keeps its last predictions for as long as it lives: one batch's per part."""
+    sliced, X, ctx = fit_xgboost(task, 20_000, monkeypatch)
+    expected = models.predict_matrix(sliced, X, ctx)
+    width = ctx.n_classes if task == "multiclass" else 1
+    monkeypatch.setattr(models, "SLICE_OUTPUT_BYTES", 4 * width * 70)  # 70 rows a block
+    seen = []
+    for part in sliced.parts:
+        booster = part.get_booster()
+        real = booster.inplace_predict
+        monkeypatch.setattr(booster, "inplace_predict", lambda data, *a, real=real, **k: seen.append(data.shape[0]) or real(data, *a, **k))
+    np.testing.assert_allclose(models.predict_matrix(sliced, X, ctx), expected, rtol=1e-6)
+    assert len(seen) == len(sliced.parts) * -(-len(X) // 70) and max(seen) == 70
 
 
 def test_an_early_stopped_xgboost_model_keeps_its_best_rounds_in_slices(monkeypatch):

@@ -33,6 +33,7 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 
 SLICE_BYTES = 1 << 20  # of xgboost trees per XGBSlices part
+SLICE_OUTPUT_BYTES = 1 << 16  # of one part's predictions at a time (xgboost keeps the last ones)
 XGB_MAX_BIN = 256  # xgboost's default
 XGB_WIDE_NODE_BYTES = 1 << 20  # a node's histogram past which xgboost's bins and cached nodes are bounded
 XGB_HIST_MEMORY = 128e6  # bytes of node histograms xgboost may cache, on wide data
@@ -251,11 +252,23 @@ class XGBSlices:
             margin = part.predict(X, output_margin=True, base_margin=margin)
         return margin
 
+    def _in_blocks(self, X, predict):
+        """Rows in blocks of SLICE_OUTPUT_BYTES of predictions. A booster keeps its
+        last predictions in a buffer of its own, as large as the largest it made,
+        for as long as it lives: letter's final model (41 parts, 26 classes) held
+        +24 MB after predicting its 5,000 test rows, and a model serving large
+        batches would hold a batch's predictions per part."""
+        width = getattr(self.parts[-1], "n_classes_", 1)
+        rows = max(1, SLICE_OUTPUT_BYTES // (4 * (width if width > 2 else 1)))
+        if X.shape[0] <= rows:
+            return predict(X)
+        return np.concatenate([predict(X[start:start + rows]) for start in range(0, X.shape[0], rows)])
+
     def predict(self, X):
-        return self.parts[-1].predict(X, base_margin=self._margin(X))
+        return self._in_blocks(X, lambda rows: self.parts[-1].predict(rows, base_margin=self._margin(rows)))
 
     def predict_proba(self, X):
-        return self.parts[-1].predict_proba(X, base_margin=self._margin(X))
+        return self._in_blocks(X, lambda rows: self.parts[-1].predict_proba(rows, base_margin=self._margin(rows)))
 
 
 def _throwaway_copy(part):
@@ -425,7 +438,6 @@ def _forest_size(n_rows: int, n_folds: int) -> int:
 
 FOLD_FOREST_MEMORY = 48e6  # bytes of trees one forest may grow (a fold's holds only those its bag keeps)
 KEPT_FOREST_MEMORY = 64e6  # bytes of one forest candidate's fold models kept after evaluation
-KEPT_FOREST_TREES = 300  # trees, all folds together, that a forest keeps at least
 MIN_FOREST_TREES = 32  # trees that must fit in FOLD_FOREST_MEMORY: leaves grow larger otherwise
 
 
@@ -480,13 +492,15 @@ def _fit_forest(kind):
 
 
 def _kept_trees(model, ctx: Context) -> int:
-    """Trees per fold that a forest's bag keeps. Every fold model is averaged at
-    predict time, so k folds of 300/k trees still predict like a forest of 300:
-    on the test sets of our benchmark ROC AUC and R2 did not move, while the bag
-    shrank up to fivefold. Only bags above KEPT_FOREST_MEMORY are cut: log loss
-    keeps gaining from more trees."""
-    affordable = int(KEPT_FOREST_MEMORY / (tree_bytes([model], ctx) * ctx.n_folds))
-    return max(affordable, -(-KEPT_FOREST_TREES // ctx.n_folds))
+    """Trees per fold that a forest's bag keeps: as many as KEPT_FOREST_MEMORY
+    holds over the folds. Every fold model is averaged at predict time, so k
+    folds of 300/k trees still predict like a forest of 300: on the test sets of
+    our benchmark ROC AUC and R2 did not move, while the bag shrank up to
+    fivefold. A fold holds its kept trees while it grows, so this bounds the
+    search's peak as well: a floor of 60 trees a fold had adult's extra trees
+    hold all 18 they grew, 2.6 MB each, for a bag that the final model's share
+    of FINAL_FOREST_MEMORY cuts to fewer trees anyway."""
+    return max(1, int(KEPT_FOREST_MEMORY / (tree_bytes([model], ctx) * ctx.n_folds)))
 
 
 def _fit_forest_fold(kind):
