@@ -468,14 +468,20 @@ def test_the_linear_flavour_keeps_its_one_hot_columns_sparse():
     assert np.allclose(matrix[:, 1:].sum(axis=1), 2)  # one column per categorical set
 
 
-@pytest.mark.parametrize("task", ["binary", "regression"])
-def test_knn_searches_its_own_dense_copy_of_narrow_sparse_input(task):
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-
+def knn_on_one_hot(task):
+    """k-NN fitted on 400 rows of a sparse one-hot matrix; the other 200 rows to predict."""
     X, y = one_hot_frame()
     matrix = scipy_sparse.csr_matrix(pd.get_dummies(X, dtype=float).to_numpy())
     ctx = Context(task, 2 if task == "binary" else 0, 0, 1)
     knn = models.FAMILIES["knn"].fit({"n_neighbors": 10}, ctx, matrix[:400], y[:400].to_numpy(), None, None)
+    return knn, matrix, y, ctx
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_knn_searches_its_own_dense_copy_of_narrow_sparse_input(task):
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    knn, matrix, y, ctx = knn_on_one_hot(task)
     assert isinstance(knn._fit_X, np.ndarray)  # not scikit-learn's sparse brute-force path
     plain = (KNeighborsClassifier if task == "binary" else KNeighborsRegressor)(n_neighbors=10, weights="distance")
     plain.fit(matrix[:400].toarray(), y[:400])
@@ -486,9 +492,6 @@ def test_knn_searches_its_own_dense_copy_of_narrow_sparse_input(task):
 def test_knn_leaves_wide_sparse_input_sparse(monkeypatch):
     """Free text's TF-IDF columns: thousands wide, a dense copy would cost more than the search."""
     monkeypatch.setattr(models, "KNN_DENSE_COLUMNS", 10)
-    X, y = one_hot_frame()
-    matrix = scipy_sparse.csr_matrix(pd.get_dummies(X, dtype=float).to_numpy())
-    ctx = Context("binary", 2, 0, 1)
-    knn = models.FAMILIES["knn"].fit({"n_neighbors": 10}, ctx, matrix[:400], y[:400].to_numpy(), None, None)
+    knn, matrix, _, ctx = knn_on_one_hot("binary")
     assert scipy_sparse.issparse(knn._fit_X)
     assert models.predict_matrix(knn, matrix[400:], ctx).shape == (200, 2)

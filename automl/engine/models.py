@@ -97,7 +97,7 @@ def _dense_if_narrow(X):
     return X.toarray() if sparse.issparse(X) and X.shape[1] <= KNN_DENSE_COLUMNS else X
 
 
-class DenseKNeighborsClassifier(KNeighborsClassifier):
+class _DenseWhenNarrow:
     """k-NN on its own dense copy of a narrow sparse matrix (the linear
     flavour's one-hot columns). On sparse input scikit-learn's neighbour
     search takes its older brute-force path, which fills a gigabyte of
@@ -110,18 +110,14 @@ class DenseKNeighborsClassifier(KNeighborsClassifier):
     def predict(self, X):
         return super().predict(_dense_if_narrow(X))
 
+
+class DenseKNeighborsClassifier(_DenseWhenNarrow, KNeighborsClassifier):
     def predict_proba(self, X):
         return super().predict_proba(_dense_if_narrow(X))
 
 
-class DenseKNeighborsRegressor(KNeighborsRegressor):
-    """See DenseKNeighborsClassifier."""
-
-    def fit(self, X, y):
-        return super().fit(_dense_if_narrow(X), y)
-
-    def predict(self, X):
-        return super().predict(_dense_if_narrow(X))
+class DenseKNeighborsRegressor(_DenseWhenNarrow, KNeighborsRegressor):
+    pass
 
 
 def _fit_knn(params, ctx, X, y, X_val, y_val):
