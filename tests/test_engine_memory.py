@@ -5,8 +5,10 @@ the bags never loaded whole once the search is over, no configuration fitted twi
 trees never copied whole through a JSON document or a pickle (nor held
 serialized all at once by the pickler's memo, nor sliced before they are
 stored, and predicting in row blocks, since a booster keeps its last
-predictions), HistGradientBoosting's trees packed into shared arrays, and the
-linear flavour's one-hot columns kept sparse (k-NN alone takes a dense copy)."""
+predictions), HistGradientBoosting's trees packed into shared arrays, forests
+packed into flat arrays (a refit one chunk by chunk), the other bags keeping
+the folds their weight's share holds, and the linear flavour's one-hot columns
+kept sparse (k-NN alone takes a dense copy)."""
 
 import copy
 import math
@@ -45,7 +47,7 @@ def test_a_forest_stops_growing_at_its_memory_share(monkeypatch):
     X, y = noisy(3000, 5)
     ctx = Context("binary", 2, 0, 1)
     forest = models.FAMILIES["extra_trees"].fit({"n_estimators": 400}, ctx, X.to_numpy(), y.to_numpy(), None, None)
-    grown = len(forest.estimators_)
+    grown = forest.n_trees
     assert 50 <= grown < 400  # more than the first step, fewer than asked
     assert models.tree_bytes([forest], ctx) * grown <= 1.1 * 30e6
 
@@ -76,8 +78,8 @@ def test_a_fold_forest_predicts_with_every_tree_it_grows_but_holds_only_what_its
     """Growing all the trees to keep a few held them all at the peak of the fit;
     so did a floor of 30 kept trees a fold, however large the trees."""
     model, prediction, seconds, grown, most_alive, chunks, X_val, ctx = stream_forest(monkeypatch, kind, task, 2e6)
-    keep = len(model.estimators_)
-    assert grown == 120 and model.n_estimators == keep and 1 <= keep < 15
+    keep = model.n_trees
+    assert grown == 120 and 1 <= keep < 15
     assert keep * models.tree_bytes([model], ctx) * 10 <= 1.2 * 2e6  # its fold's share of KEPT_FOREST_MEMORY
     assert most_alive <= max(15, keep + 4) < grown  # the first chunk (15 trees), then the kept ones and 4 more
     expected = sum(size * chunk for size, chunk in chunks) / grown
@@ -88,8 +90,8 @@ def test_a_fold_forest_predicts_with_every_tree_it_grows_but_holds_only_what_its
 
 def test_a_fold_forest_that_keeps_all_its_trees_predicts_as_one_forest(monkeypatch):
     model, prediction, _, grown, _, chunks, X_val, ctx = stream_forest(monkeypatch, "extra_trees", "binary", 1e12)
-    assert grown == len(model.estimators_) == 120 and len(chunks) > 1
-    np.testing.assert_allclose(prediction, models.predict_matrix(model, X_val, ctx))
+    assert grown == model.n_trees == 120 and len(chunks) > 1
+    np.testing.assert_allclose(prediction, models.predict_matrix(model, X_val, ctx), rtol=1e-6)  # packed: float32 leaves
 
 
 def test_a_fold_forest_stops_growing_at_the_deadline_with_the_trees_it_has():
@@ -97,7 +99,7 @@ def test_a_fold_forest_stops_growing_at_the_deadline_with_the_trees_it_has():
     X, y = X.to_numpy(), y.to_numpy()
     ctx = Context("binary", 2, 0, 1, should_stop=lambda: True, n_folds=5)
     model, prediction, _ = models.FAMILIES["extra_trees"].fit_fold({"n_estimators": 400}, ctx, X[:500], y[:500], X[500:], y[500:])
-    assert len(model.estimators_) == 50  # the first chunk, an eighth
+    assert model.n_trees == 50  # the first chunk, an eighth
     assert prediction.shape == (100, 2) and np.isfinite(prediction).all()
 
 
@@ -106,7 +108,7 @@ def test_under_a_deadline_a_fold_forest_grows_one_tree_per_thread_before_it_know
     X, y = X.to_numpy(), y.to_numpy()
     ctx = Context("binary", 2, 0, 2, should_stop=lambda: True, n_folds=5, deadline=time.monotonic() + 60)
     model, prediction, _ = models.FAMILIES["extra_trees"].fit_fold({"n_estimators": 400}, ctx, X[:500], y[:500], X[500:], y[500:])
-    assert len(model.estimators_) == 2
+    assert model.n_trees == 2
     assert prediction.shape == (100, 2) and np.isfinite(prediction).all()
 
 
@@ -115,7 +117,7 @@ def linear_and_forest(monkeypatch, final_forest_memory):
     weight in the ensemble."""
     monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
         Candidate("linear", "linear", {}), Candidate("extra_trees", "extra_trees", {})])
-    monkeypatch.setattr(core, "FINAL_FOREST_MEMORY", final_forest_memory)
+    monkeypatch.setattr(core, "FINAL_MODEL_MEMORY", final_forest_memory)
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
     return X, pd.Series((X.x0 + X.x1 + X.x2 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
@@ -127,7 +129,7 @@ def test_a_refit_forest_gets_its_weights_share_of_the_final_forest_memory(monkey
     m = AutoML(time_budget=None, max_trials=2, seed=0, refit=True).fit(X, y)
     (forest_index, (_, _, weight)), = [(i, member) for i, member in enumerate(m._members) if member[0].family == "extra_trees"]
     assert 0 < weight < 1, "the linear model shares the ensemble"
-    trees = len(m._full[forest_index].estimators_)
+    trees = m._full[forest_index].n_trees
     bag_trees = 8 * models._forest_size(262, 8)  # 8 folds of 262 rows, all trees kept at this size
     if budget == 1.0:
         assert trees == math.ceil(core.FOREST_ALONE_TREES * weight**2) < core.FOREST_ALONE_TREES
@@ -144,14 +146,14 @@ def test_a_bagged_forest_gets_its_weights_share_of_the_final_forest_memory(monke
     m = AutoML(time_budget=None, max_trials=2, seed=0, refit=False).fit(X, y)
     (_, bag, weight), = [member for member in m._members if member[0].family == "extra_trees"]
     assert 0 < weight < 1, "the linear model shares the ensemble"
-    per_fold = [len(model.estimators_) for model in bag]
-    assert len(bag) == 8 and all(model.n_estimators == n for model, n in zip(bag, per_fold))
+    per_fold = [forest.n_trees for forest in bag]
+    assert len(bag) == 8
     if budget == 1.0:
         assert per_fold == [-(-math.ceil(core.FOREST_ALONE_TREES * weight**2) // 8)] * 8
     elif budget == 1e12:
         assert per_fold == [models._forest_size(262, 8)] * 8  # all the trees the search kept
     else:
-        forest_bytes = sum(len(f.estimators_) * models.tree_bytes([f], Context("binary", 2, 0, 1)) for f in bag)
+        forest_bytes = sum(f.n_trees * models.tree_bytes([f], Context("binary", 2, 0, 1)) for f in bag)
         assert 0.8 * weight * budget <= forest_bytes <= 1.2 * weight * budget
     proba = m.predict_proba(X)
     assert np.allclose(proba.sum(axis=1), 1) and roc_auc_score(y, proba[:, 1]) > 0.8
@@ -495,3 +497,121 @@ def test_knn_leaves_wide_sparse_input_sparse(monkeypatch):
     knn, matrix, _, ctx = knn_on_one_hot("binary")
     assert scipy_sparse.issparse(knn._fit_X)
     assert models.predict_matrix(knn, matrix[400:], ctx).shape == (200, 2)
+
+
+def forest_on(kind, task, X, y, **params):
+    cls = {("extra_trees", True): models.ExtraTreesClassifier, ("extra_trees", False): models.ExtraTreesRegressor,
+           ("random_forest", True): models.RandomForestClassifier,
+           ("random_forest", False): models.RandomForestRegressor}[kind, task != "regression"]
+    return cls(n_estimators=20, random_state=0, **params).fit(X, y)
+
+
+@pytest.mark.parametrize("kind, task", [("extra_trees", "multiclass"), ("random_forest", "regression"),
+                                        ("random_forest", "binary")])
+def test_a_packed_forest_predicts_as_the_forest_it_packs_in_a_third_of_the_memory(kind, task):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    X[rng.random(X.shape) < 0.1] = np.nan  # scikit-learn's trees send missing values one way per node
+    y = {"multiclass": rng.integers(0, 5, 400), "binary": rng.integers(0, 2, 400),
+         "regression": 1e6 + rng.normal(size=400)}[task]  # an offset that float32 leaves would round away
+    forest = forest_on(kind, task, X, y)
+    packed = models.PackedForest.of(forest)
+    X_new = rng.normal(size=(300, 5))
+    X_new[rng.random(X_new.shape) < 0.1] = np.nan
+    if task == "regression":
+        np.testing.assert_allclose(packed.predict(X_new), forest.predict(X_new), rtol=1e-12)
+    else:
+        np.testing.assert_allclose(packed.predict_proba(X_new), forest.predict_proba(X_new), atol=1e-6)
+        assert (packed.predict(X_new) == forest.predict(X_new)).all()
+        assert list(packed.classes_) == list(forest.classes_)
+    one = models.PackedForest.of(pickle.loads(pickle.dumps(forest)))  # one row, as a served model predicts
+    assert np.allclose(pickle.loads(pickle.dumps(one)).predict(X_new[:1]), forest.predict(X_new[:1]))
+    sklearn_bytes = sum(t.tree_.node_count for t in forest.estimators_) * models._node_bytes(
+        Context(task, 0 if task == "regression" else len(forest.classes_), 0, 1))
+    assert len(pickle.dumps(packed)) < sklearn_bytes / 2.5
+
+
+def test_a_packed_threshold_splits_float32_inputs_exactly_as_the_float64_one():
+    """Trees compare inputs cast to float32 with float64 thresholds, halfway
+    between two inputs. Between two adjacent float32 values with an odd last
+    bit, that threshold rounds to the upper one: rounded to nearest, the upper
+    value would go left."""
+    low = np.nextafter(np.float32(1000), np.float32(2000))  # apart by more than the splitter's 1e-7
+    assert low.view(np.uint32) & 1
+    high = np.nextafter(low, np.float32(2000))
+    X = np.array([[low], [high]] * 10, dtype=np.float64)
+    y = np.array([0, 1] * 10)
+    forest = forest_on("random_forest", "binary", X, y, bootstrap=False)
+    assert (forest.estimators_[0].tree_.threshold[0] == (np.float64(low) + np.float64(high)) / 2)
+    assert np.float32(forest.estimators_[0].tree_.threshold[0]) == high  # what rounding to nearest gives
+    packed = models.PackedForest.of(forest)
+    assert (packed.predict(X) == y).all()
+
+
+def test_a_packed_forest_keeps_its_first_trees_or_joins_another():
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
+    first, second = forest_on("extra_trees", "multiclass", X, y), forest_on("extra_trees", "multiclass", X, y, max_depth=3)
+    X_new = rng.normal(size=(50, 4))
+    joined = models.PackedForest.concat([models.PackedForest.of(first), models.PackedForest.of(second)])
+    expected = (first.predict_proba(X_new) + second.predict_proba(X_new)) / 2
+    np.testing.assert_allclose(joined.predict_proba(X_new), expected, atol=1e-6)
+    head = joined.head(5)
+    assert head.n_trees == 5 and head.params == joined.params == {"min_samples_leaf": 1, "max_features": "sqrt"}
+    first.estimators_ = first.estimators_[:5]
+    np.testing.assert_allclose(head.predict_proba(X_new), first.predict_proba(X_new), atol=1e-6)
+    assert head.children.base is None, "a copy: the rest of the trees can go"
+
+
+def test_a_packed_forest_predicts_sparse_input_and_many_rows_in_blocks(monkeypatch):
+    monkeypatch.setattr(models, "FOREST_WALK_NODES", 200)  # 10 rows of 20 trees a block
+    rng = np.random.default_rng(2)
+    X = scipy_sparse.random(120, 30, density=0.1, format="csr", random_state=3)
+    y = rng.integers(0, 2, 120)
+    forest = forest_on("extra_trees", "binary", X, y)
+    np.testing.assert_allclose(models.PackedForest.of(forest).predict_proba(X), forest.predict_proba(X), atol=1e-6)
+
+
+def test_a_refit_forest_is_grown_in_packed_chunks_of_bounded_memory(monkeypatch):
+    """Grown whole, the refit forest was the end of the fit's peak on wine."""
+    monkeypatch.setattr(models, "FOREST_CHUNK_MEMORY", 2e6)
+    chunks = []
+    pack = models.PackedForest.of
+
+    def spy(forest):
+        chunks.append(len(forest.estimators_) * models.tree_bytes([forest], ctx))
+        return pack(forest)
+
+    monkeypatch.setattr(models.PackedForest, "of", staticmethod(spy))
+    X, y = noisy(2000, 5)
+    ctx = Context("binary", 2, 0, 1)
+    forest = models.FAMILIES["extra_trees"].fit({"n_estimators": 60}, ctx, X.to_numpy(), y.to_numpy(), None, None)
+    assert isinstance(forest, models.PackedForest) and forest.n_trees == 60
+    assert len(chunks) > 3 and max(chunks[1:]) <= 2e6 * 1.2  # the first chunk is sized before a tree's size is known
+    assert roc_auc_score(y, forest.predict_proba(X.to_numpy())[:, 1]) > 0.99  # fully grown trees, on their own rows
+
+
+def linear_and_boosting(monkeypatch, final_model_memory):
+    monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
+        Candidate("linear", "linear", {}), Candidate("xgboost", "xgboost", {"max_depth": 3})])
+    monkeypatch.setattr(core, "FINAL_MODEL_MEMORY", final_model_memory)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
+    return X, pd.Series((X.x0 + X.x1 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
+
+
+@pytest.mark.parametrize("budget", [1.0, 1e12])
+def test_a_bag_keeps_the_folds_its_weights_share_of_the_final_model_memory_holds(monkeypatch, budget):
+    X, y = linear_and_boosting(monkeypatch, budget)
+    m = AutoML(time_budget=None, max_trials=2, seed=0, refit=False).fit(X, y)
+    assert len(m._members) == 2 and all(0 < w < 1 for _, _, w in m._members)
+    kept = [len(bag) for _, bag, _ in m._members]
+    if budget == 1.0:  # the floor: the noise of the whole bag, scaled by the weight
+        assert kept == [math.ceil(8 * w**2) for _, _, w in m._members] and max(kept) < 8
+    else:
+        assert kept == [8, 8]
+    assert len(m._preprocessors) == max(kept)
+    expected = sum(w * np.mean([models.predict_matrix(model, core.transform_frame(m._preprocessors[f][c.flavour], X),
+                                                      m._context) for f, model in enumerate(bag)], axis=0)
+                   for c, bag, w in m._members)
+    np.testing.assert_allclose(m.predict_proba(X), expected / expected.sum(axis=1, keepdims=True))

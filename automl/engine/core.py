@@ -39,7 +39,7 @@ PREDICT_BLOCK_CELLS = 4_000_000  # rows x (columns + classes) predicted at once
 SAMPLE_ROWS_PER_SECOND = 2000  # rows the search can afford per second of budget on 2 cores
 MIN_SAMPLE_ROWS = 50_000
 SAMPLE_CLASS_ROWS = 20  # rows a class keeps in the sample, at least (all it has if fewer)
-FINAL_FOREST_MEMORY = 64e6  # bytes of the final model's forests (refit or bags), shared by weight
+FINAL_MODEL_MEMORY = 64e6  # bytes of the final model's forests (refit or bags) and other bags, shared by weight
 FOREST_ALONE_TREES = 50  # trees, at least, of a forest that is the whole ensemble
 
 
@@ -238,8 +238,8 @@ class AutoML(BaseEstimator):
         # The model keeps what it predicts with: the refit members, and the bags of the others.
         self._members = [(t.candidate, None if i in self._full else self._kept_bag(t, w, search.store, ctx), w)
                          for i, (t, w) in enumerate(members)]
-        if not any(models is not None for _, models, _ in self._members):
-            self._preprocessors = []
+        longest = max((len(bag) for _, bag, _ in self._members if bag is not None), default=0)
+        self._preprocessors = self._preprocessors[:longest]  # the folds no bag kept predict nothing
         release_memory()
         self.guardrails_ = guards
         self.n_trials_ = len(search.trials)
@@ -259,7 +259,7 @@ class AutoML(BaseEstimator):
         """One model per member on all rows, heaviest weight first, while the budget
         allows; a member whose refit cannot fit keeps its bag. Validation scores stay
         those of the bag (out-of-fold): the refit sees the same data, all at once.
-        A forest gets its weight's share of FINAL_FOREST_MEMORY (the weights sum to
+        A forest gets its weight's share of FINAL_MODEL_MEMORY (the weights sum to
         one; _final_forest_trees)."""
         n_folds = len(folds.splits)
         full_ctx = Context(ctx.task, ctx.n_classes, ctx.seed, ctx.n_jobs, ctx.device, n_folds=1, deadline=deadline,
@@ -292,19 +292,19 @@ class AutoML(BaseEstimator):
 
     def _kept_bag(self, trial, weight, store, ctx):
         """A member's fold models, loaded one at a time. A forest's bag is cut to its
-        weight's share of FINAL_FOREST_MEMORY, as a refit forest is: at a 10 s budget
+        weight's share of FINAL_MODEL_MEMORY, as a refit forest is: at a 10 s budget
         on horse colic, an extra-trees bag of weight 0.04 took 21 of the model's
         32 MB. Its predictions then come from fewer trees than its out-of-fold
-        scores did, a difference its weight scales down."""
+        scores did, a difference its weight scales down. Another bag keeps as
+        many of its first folds as that share holds (_kept_folds)."""
         n_folds = len(self._preprocessors)
+        if trial.candidate.family not in FORESTS:
+            sizes = [store.size(trial.models_path, f) for f in range(n_folds)]
+            return [store.get(trial.models_path, f) for f in range(_kept_folds(weight, sizes))]
         bag = []
         for f in range(n_folds):
-            model = store.get(trial.models_path, f)
-            if trial.candidate.family in FORESTS:
-                keep = -(-_final_forest_trees(weight, tree_bytes([model], ctx)) // n_folds)
-                del model.estimators_[keep:]
-                model.n_estimators = len(model.estimators_)
-            bag.append(model)
+            forest = store.get(trial.models_path, f)
+            bag.append(forest.head(-(-_final_forest_trees(weight, tree_bytes([forest], ctx)) // n_folds)))
         return bag
 
     def _leaderboard(self, trials, members, metric):
@@ -414,9 +414,11 @@ class AutoML(BaseEstimator):
             raise NotFittedError("not_fitted")
 
     def _predict_fold(self, f, X):
-        """The bagged members' predictions with fold `f`'s models."""
-        models = [(c, models[f], w) for c, models, w in self._members if models is not None]
-        return self._predict_bagged(models, self._preprocessors[f], X)
+        """The bagged members' predictions with fold `f`'s models, each weighted
+        so that a member's folds add up to its weight: a bag may keep fewer
+        folds than there are (_kept_folds)."""
+        models = [(c, bag[f], w / len(bag)) for c, bag, w in self._members if bag is not None and f < len(bag)]
+        return self._predict_bagged(models, self._preprocessors[f], X) if models else 0.0
 
     def _predict_bagged(self, models, preprocessors, X):
         """Weighted sum of one fold's models (candidate, model, weight), each on its flavour's matrix."""
@@ -447,7 +449,7 @@ class AutoML(BaseEstimator):
             total = total + weight * predict_matrix(model, matrices[candidate.flavour], self._context)
         n_folds = len(self._preprocessors)
         if any(models is not None for _, models, _ in self._members):
-            total = total + sum(self._predict_fold(f, X) for f in range(n_folds)) / n_folds
+            total = total + sum(self._predict_fold(f, X) for f in range(n_folds))
         return total
 
     def _by_blocks(self, X, predict):
@@ -509,14 +511,26 @@ def with_every_class(rows, pool, y, least, rng) -> np.ndarray:
 
 
 def _final_forest_trees(weight: float, bytes_per_tree: float) -> int:
-    """Trees of a final forest: its weight's share of FINAL_FOREST_MEMORY, and at
+    """Trees of a final forest: its weight's share of FINAL_MODEL_MEMORY, and at
     least enough that its noise in the prediction stays that of a forest of
     FOREST_ALONE_TREES alone. A forest's noise falls as one over the root of its
     trees and reaches the prediction scaled by its weight, so a forest of weight
     w needs w² as many: a fixed floor of 50 kept 81 MB of extra trees of weight
     0.04 on letter, 1.6 MB a tree."""
     floor = math.ceil(FOREST_ALONE_TREES * weight**2)
-    return max(1, floor, int(weight * FINAL_FOREST_MEMORY / bytes_per_tree))
+    return max(1, floor, int(weight * FINAL_MODEL_MEMORY / bytes_per_tree))
+
+
+def _kept_folds(weight: float, fold_bytes: list[int]) -> int:
+    """Fold models a bag other than a forest's keeps (the first ones): its
+    weight's share of FINAL_MODEL_MEMORY, and at least enough that its noise in
+    the prediction stays that of the whole bag alone, as _final_forest_trees
+    reasons for trees. On glass an xgboost bag of weight 0.1 took 20 MB (8
+    folds of 600 rounds of 6 classes) of a final model that held 50 MB, for 214
+    rows; on wine a HistGradientBoosting bag of weight 0.04 took 11 MB."""
+    n_folds = len(fold_bytes)
+    floor = math.ceil(n_folds * weight**2)
+    return min(n_folds, max(1, floor, int(weight * FINAL_MODEL_MEMORY / np.mean(fold_bytes))))
 
 
 def scale_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:

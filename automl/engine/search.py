@@ -170,6 +170,11 @@ class ModelStore:
         return np.load(os.path.join(path, "oof.npy"))
 
     @staticmethod
+    def size(path: str, fold: int) -> int:
+        """Bytes of a stored fold model: about what it takes in memory."""
+        return os.path.getsize(os.path.join(path, f"{fold}.pkl"))
+
+    @staticmethod
     def get(path: str, fold: int):
         with open(os.path.join(path, f"{fold}.pkl"), "rb") as handle:
             return pickle.load(handle)
