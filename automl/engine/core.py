@@ -19,7 +19,8 @@ from ..errors import NotFittedError, ParameterError
 from . import checks
 from .ensemble import greedy_selection
 from .metrics import DEFAULT_METRIC, METRICS, metrics_for, report
-from .models import FORESTS, Candidate, Context, fit_model, predict_matrix, serving_threads, tree_bytes
+from .models import (FORESTS, Candidate, Context, fit_model, in_row_blocks, predict_matrix, serving_threads,
+                     tree_bytes)
 from .preprocessing import build_preprocessor, categorical_mask, coerce, transform_frame
 from .search import Folds, Search, limit_malloc_arenas, make_splits, release_memory
 
@@ -418,7 +419,7 @@ class AutoML(BaseEstimator):
         so that a member's folds add up to its weight: a bag may keep fewer
         folds than there are (_kept_folds)."""
         models = [(c, bag[f], w / len(bag)) for c, bag, w in self._members if bag is not None and f < len(bag)]
-        return self._predict_bagged(models, self._preprocessors[f], X) if models else 0.0
+        return self._predict_bagged(models, self._preprocessors[f], X)
 
     def _predict_bagged(self, models, preprocessors, X):
         """Weighted sum of one fold's models (candidate, model, weight), each on its flavour's matrix."""
@@ -447,21 +448,14 @@ class AutoML(BaseEstimator):
                 matrices[candidate.flavour] = transform_frame(self._full_preprocessors[candidate.flavour], X)
             serving_threads(model, len(X), self._context.n_jobs)
             total = total + weight * predict_matrix(model, matrices[candidate.flavour], self._context)
-        n_folds = len(self._preprocessors)
-        if any(models is not None for _, models, _ in self._members):
-            total = total + sum(self._predict_fold(f, X) for f in range(n_folds))
-        return total
+        return total + sum(self._predict_fold(f, X) for f in range(len(self._preprocessors)))  # no bag: no folds
 
     def _by_blocks(self, X, predict):
         """`predict` on blocks of rows: a member's work arrays are rows x classes,
         a few of them at a time. With 355 classes, 25,000 rows at once peaked
         at +430 MB. Callers check that the model is fitted."""
         n_classes = 1 if self.classes_ is None else len(self.classes_)
-        rows = max(1, PREDICT_BLOCK_CELLS // (self.n_features_in_ + n_classes))
-        if len(X) <= rows:
-            return predict(X)
-        block = X.iloc if isinstance(X, pd.DataFrame) else X
-        return np.concatenate([predict(block[i:i + rows]) for i in range(0, len(X), rows)])
+        return in_row_blocks(X, max(1, PREDICT_BLOCK_CELLS // (self.n_features_in_ + n_classes)), predict)
 
     def predict_proba(self, X) -> np.ndarray:
         self._check_fitted()

@@ -203,6 +203,14 @@ def _histogram_bounds(n_rows: int, n_columns: int) -> dict:
     return {"max_bin": max_bin, "max_cached_hist_node": max(4, int(XGB_HIST_MEMORY // (n_columns * max_bin * 16)))}
 
 
+def in_row_blocks(X, rows: int, predict) -> np.ndarray:
+    """`predict` on blocks of at most `rows` rows (a frame's by position), end to end."""
+    if X.shape[0] <= rows:
+        return predict(X)
+    block = getattr(X, "iloc", X)
+    return np.concatenate([predict(block[i:i + rows]) for i in range(0, X.shape[0], rows)])
+
+
 class XGBSlices:
     """A fitted xgboost model kept as consecutive slices of its rounds, each a
     fitted XGBModel of about SLICE_BYTES, that predict in a chain: each slice's
@@ -255,10 +263,7 @@ class XGBSlices:
         +24 MB after predicting its 5,000 test rows, and a model serving large
         batches would hold a batch's predictions per part."""
         width = getattr(self.parts[-1], "n_classes_", 1)
-        rows = max(1, SLICE_OUTPUT_BYTES // (4 * (width if width > 2 else 1)))
-        if X.shape[0] <= rows:
-            return predict(X)
-        return np.concatenate([predict(X[start:start + rows]) for start in range(0, X.shape[0], rows)])
+        return in_row_blocks(X, max(1, SLICE_OUTPUT_BYTES // (4 * (width if width > 2 else 1))), predict)
 
     def predict(self, X):
         return self._in_blocks(X, lambda rows: self.parts[-1].predict(rows, base_margin=self._margin(rows)))
@@ -458,10 +463,9 @@ class PackedForest:
         trees = [estimator.tree_ for estimator in forest.estimators_]
         leaves = sum(int((tree.children_left < 0).sum()) for tree in trees)
         values = np.empty((leaves, len(classes)), np.float32) if classes is not None else np.empty(leaves)
-        packed = cls._joined((cls._of_tree(tree, classes) for tree in trees), len(trees),
-                             sum(tree.node_count for tree in trees), values, classes)
-        packed.params = {"min_samples_leaf": forest.min_samples_leaf, "max_features": forest.max_features}
-        return packed
+        return cls._joined((cls._of_tree(tree, classes) for tree in trees), len(trees),
+                           sum(tree.node_count for tree in trees), values, classes,
+                           {"min_samples_leaf": forest.min_samples_leaf, "max_features": forest.max_features})
 
     @classmethod
     def _of_tree(cls, tree, classes) -> "PackedForest":
@@ -548,10 +552,7 @@ class PackedForest:
         return total / self.n_trees
 
     def _by_rows(self, X) -> np.ndarray:
-        rows = max(1, FOREST_WALK_NODES // max(self.n_trees, 1))
-        if X.shape[0] <= rows:
-            return self._mean_leaf_values(X)
-        return np.concatenate([self._mean_leaf_values(X[i:i + rows]) for i in range(0, X.shape[0], rows)])
+        return in_row_blocks(X, max(1, FOREST_WALK_NODES // max(self.n_trees, 1)), self._mean_leaf_values)
 
     def predict_proba(self, X) -> np.ndarray:
         return self._by_rows(X)
