@@ -26,7 +26,7 @@ from scipy import sparse as scipy_sparse
 from sklearn.metrics import roc_auc_score
 
 from automl import AutoML
-from automl.engine import core, models, persistence, search
+from automl.engine import core, malloc, models, persistence, search
 from automl.engine.models import Candidate, Context
 
 
@@ -407,15 +407,15 @@ class FakeGlibc:
 
 def test_a_fit_caps_glibcs_malloc_arenas_at_two(monkeypatch, binary_df):
     libc = FakeGlibc()
-    monkeypatch.setattr(search, "_glibc", lambda: libc)
+    monkeypatch.setattr(malloc, "_glibc", lambda: libc)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
-    assert libc.calls[0] == ("mallopt", search.M_ARENA_MAX, 2)
+    assert libc.calls[0] == ("mallopt", malloc.M_ARENA_MAX, 2)
 
 
 def test_malloc_arena_max_set_by_the_operator_wins(monkeypatch, binary_df):
     libc = FakeGlibc()
-    monkeypatch.setattr(search, "_glibc", lambda: libc)
+    monkeypatch.setattr(malloc, "_glibc", lambda: libc)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     AutoML(time_budget=None, max_trials=1, seed=0).fit(binary_df, target="bought")
     assert not any(call[0] == "mallopt" for call in libc.calls)
@@ -553,7 +553,10 @@ def test_a_packed_forest_keeps_its_first_trees_or_joins_another():
     X, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
     first, second = forest_on("extra_trees", "multiclass", X, y), forest_on("extra_trees", "multiclass", X, y, max_depth=3)
     X_new = rng.normal(size=(50, 4))
-    joined = models.PackedForest.concat([models.PackedForest.of(first), models.PackedForest.of(second)])
+    parts = [models.PackedForest.of(first), models.PackedForest.of(second)]
+    alive = [weakref.ref(part) for part in parts]
+    joined = models.PackedForest.concat(parts)
+    assert parts == [] and all(ref() is None for ref in alive), "each part goes once it is copied"
     expected = (first.predict_proba(X_new) + second.predict_proba(X_new)) / 2
     np.testing.assert_allclose(joined.predict_proba(X_new), expected, atol=1e-6)
     head = joined.head(5)

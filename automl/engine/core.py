@@ -22,7 +22,8 @@ from .metrics import DEFAULT_METRIC, METRICS, metrics_for, report
 from .models import (FORESTS, Candidate, Context, fit_model, in_row_blocks, predict_matrix, serving_threads,
                      tree_bytes)
 from .preprocessing import build_preprocessor, categorical_mask, coerce, transform_frame
-from .search import Folds, Search, limit_malloc_arenas, make_splits, release_memory
+from .malloc import limit_malloc_arenas, release_memory
+from .search import Folds, Search, make_splits
 
 MAX_BUDGET = 7 * 24 * 3600
 SEARCH_SHARE = 0.85  # of the budget; the rest ensembles, explains and refits
@@ -288,6 +289,8 @@ class AutoML(BaseEstimator):
                 continue
             if deadline is None or time.monotonic() < deadline:  # cut short by the clock: the bag is better
                 self._full[i] = model
+            del model
+            release_memory()  # the training's caches: the next refit starts from what is kept
         self._full_preprocessors = {f: pre for f, (pre, _, _) in self._full_preprocessors.items()}
         release_memory()
 

@@ -31,6 +31,7 @@ from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
+from .malloc import release_memory
 
 SLICE_BYTES = 1 << 20  # of xgboost trees per XGBSlices part
 SLICE_OUTPUT_BYTES = 1 << 16  # of one part's predictions at a time (xgboost keeps the last ones)
@@ -483,11 +484,21 @@ class PackedForest:
 
     @classmethod
     def concat(cls, forests: list["PackedForest"]) -> "PackedForest":
-        """One forest of the given ones' trees, in order."""
-        first = forests[0]
-        values = np.empty((sum(len(f.values) for f in forests), *first.values.shape[1:]), first.values.dtype)
-        return cls._joined(forests, sum(f.n_trees for f in forests), sum(len(f.children) for f in forests), values,
-                           getattr(first, "classes_", None), first.params)
+        """One forest of the given ones' trees, in order. The list is emptied as
+        it is read, and each part's memory goes back once it is copied, so the
+        whole and its parts are never all in memory: wine's refit extra trees,
+        12 MB packed, held both at the end of their fit."""
+        shape, dtype = forests[0].values.shape[1:], forests[0].values.dtype
+        classes, params = getattr(forests[0], "classes_", None), forests[0].params
+        values = np.empty((sum(len(f.values) for f in forests), *shape), dtype)
+
+        def taken():
+            while forests:
+                yield forests.pop(0)
+                release_memory()
+
+        return cls._joined(taken(), sum(f.n_trees for f in forests), sum(len(f.children) for f in forests), values,
+                           classes, params)
 
     @classmethod
     def _joined(cls, parts, n_trees: int, n_nodes: int, values: np.ndarray, classes, params=None) -> "PackedForest":
@@ -508,6 +519,7 @@ class PackedForest:
             missing_left[nodes:end], values[leaves:leaf_end] = part.missing_left, part.values
             node_counts[trees:trees + part.n_trees] = part.node_counts
             trees, nodes, leaves = trees + part.n_trees, end, leaf_end
+            del part  # a part that was taken (concat) can go now
         return cls(node_counts, children, feature, threshold, missing_left, values, classes, params)
 
     def head(self, n_trees: int) -> "PackedForest":
@@ -642,6 +654,7 @@ def _fit_forest(kind):
             parts.append(PackedForest.of(chunk))
             grown += step
             del chunk
+            release_memory()  # the chunk's trees, in scikit-learn's format
             if grown >= limit or ctx.should_stop():
                 break
             step = min(grown, most, limit - grown, _units_before_deadline(ctx, started, grown))
@@ -694,6 +707,7 @@ def _fit_forest_fold(kind):
                 parts.append(PackedForest.of(chunk))
                 kept += parts[-1].n_trees
             del chunk
+            release_memory()
             if grown >= limit or ctx.should_stop():
                 break
             step = min(max(4, keep // 4), limit - grown, _units_before_deadline(ctx, started, grown))

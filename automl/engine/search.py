@@ -9,8 +9,6 @@ records how to refit it on all rows (`RefitPlan`) without reloading its bag.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import pickle
 import shutil
@@ -25,6 +23,7 @@ import optuna
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_fold, fold_summary, portfolio, refit_plan
+from .malloc import release_memory
 from .metrics import Metric
 from .persistence import dump_without_memo
 from .preprocessing import build_preprocessor, categorical_mask
@@ -103,40 +102,6 @@ class Folds:
 
     def release(self):
         self._cache.clear()
-
-
-@functools.cache
-def _glibc():
-    """The C library when it is glibc; None elsewhere (musl, macOS): nothing to tune."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-
-
-def release_memory() -> None:
-    """Hand freed heap back to the OS. Threads that fit models leave glibc arenas
-    full of freed blocks; without this, resident memory only ever grows."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap the process's glibc malloc arenas, as servers such as Odoo do. glibc
-    gives a thread its own arena when it meets contention, up to eight per core,
-    and each arena keeps its own high-water mark: xgboost's and scikit-learn's
-    OpenMP pools and joblib's threads pile up arenas whose peaks add up. Two
-    arenas cut the peak of a 60 s fit by 64 MB on letter and 59 MB on wine,
-    with the same scores and trial counts. Arenas that exist stay; the cap
-    holds for new ones. MALLOC_ARENA_MAX, read by glibc itself, wins."""
-    libc = _glibc()
-    if libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        libc.mallopt(M_ARENA_MAX, arenas)
 
 
 class ModelStore:
