@@ -18,11 +18,11 @@ from threadpoolctl import threadpool_limits
 from ..errors import NotFittedError, ParameterError
 from . import checks
 from .ensemble import greedy_selection
+from .malloc import limit_malloc_arenas, release_memory
 from .metrics import DEFAULT_METRIC, METRICS, metrics_for, report
 from .models import (FORESTS, Candidate, Context, fit_model, in_row_blocks, predict_matrix, serving_threads,
                      tree_bytes)
 from .preprocessing import build_preprocessor, categorical_mask, coerce, transform_frame
-from .malloc import limit_malloc_arenas, release_memory
 from .search import Folds, Search, make_splits
 
 MAX_BUDGET = 7 * 24 * 3600
