@@ -22,8 +22,8 @@ import numpy as np
 import optuna
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_fold, fold_summary, portfolio, refit_plan
 from .malloc import release_memory
+from .models import FAMILIES, FORESTS, Candidate, Context, RefitPlan, baseline, fit_fold, fold_summary, portfolio, refit_plan
 from .metrics import Metric
 from .persistence import dump_without_memo
 from .preprocessing import build_preprocessor, categorical_mask
