@@ -117,7 +117,7 @@ def linear_and_forest(monkeypatch, final_forest_memory):
     weight in the ensemble."""
     monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
         Candidate("linear", "linear", {}), Candidate("extra_trees", "extra_trees", {})])
-    monkeypatch.setattr(core, "FINAL_MODEL_MEMORY", final_forest_memory)
+    monkeypatch.setattr(core, "FINAL_FOREST_MEMORY", final_forest_memory)
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
     return X, pd.Series((X.x0 + X.x1 + X.x2 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
@@ -594,17 +594,17 @@ def test_a_refit_forest_is_grown_in_packed_chunks_of_bounded_memory(monkeypatch)
     assert roc_auc_score(y, forest.predict_proba(X.to_numpy())[:, 1]) > 0.99  # fully grown trees, on their own rows
 
 
-def linear_and_boosting(monkeypatch, final_model_memory):
+def linear_and_boosting(monkeypatch, kept_bag_memory):
     monkeypatch.setattr(search, "portfolio", lambda task, n_rows: [
         Candidate("linear", "linear", {}), Candidate("xgboost", "xgboost", {"max_depth": 3})])
-    monkeypatch.setattr(core, "FINAL_MODEL_MEMORY", final_model_memory)
+    monkeypatch.setattr(core, "KEPT_BAG_MEMORY", kept_bag_memory)
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{i}" for i in range(4)])
     return X, pd.Series((X.x0 + X.x1 + np.sin(3 * X.x3) + rng.normal(size=300) > 0).astype(int), name="y")
 
 
 @pytest.mark.parametrize("budget", [1.0, 1e12])
-def test_a_bag_keeps_the_folds_its_weights_share_of_the_final_model_memory_holds(monkeypatch, budget):
+def test_a_bag_keeps_the_folds_its_weights_share_of_the_kept_bag_memory_holds(monkeypatch, budget):
     X, y = linear_and_boosting(monkeypatch, budget)
     m = AutoML(time_budget=None, max_trials=2, seed=0, refit=False).fit(X, y)
     assert len(m._members) == 2 and all(0 < w < 1 for _, _, w in m._members)
@@ -618,3 +618,14 @@ def test_a_bag_keeps_the_folds_its_weights_share_of_the_final_model_memory_holds
                                                       m._context) for f, model in enumerate(bag)], axis=0)
                    for c, bag, w in m._members)
     np.testing.assert_allclose(m.predict_proba(X), expected / expected.sum(axis=1, keepdims=True))
+
+
+def test_a_bag_of_fewer_folds_keeps_more_of_them(monkeypatch):
+    """Fold models of k folds share (k-2)/(k-1) of their rows: with many folds,
+    a few of them hold most of what the bag knows."""
+    monkeypatch.setattr(core, "KEPT_BAG_MEMORY", 56e6)
+    fold = 4e6
+    assert core._kept_folds(0.5, [fold] * 8) == 2  # 0.5 * 56 MB / 7 holds one; the floor, ceil(8 * 0.5^2), two
+    assert core._kept_folds(0.5, [fold] * 3) == 3  # 0.5 * 56 MB / 2 holds all three
+    assert core._kept_folds(0.5, [fold]) == 1  # a holdout's one model
+    assert core._kept_folds(1.0, [1e12] * 5) == 5  # the whole ensemble keeps its whole bag

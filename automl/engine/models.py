@@ -671,7 +671,7 @@ def _kept_trees(model, ctx: Context) -> int:
     fivefold. A fold holds its kept trees while it grows, so this bounds the
     search's peak as well: a floor of 60 trees a fold had adult's extra trees
     hold all 18 they grew, 2.6 MB each, for a bag that the final model's share
-    of FINAL_MODEL_MEMORY cuts to fewer trees anyway."""
+    of FINAL_FOREST_MEMORY cuts to fewer trees anyway."""
     return max(1, int(KEPT_FOREST_MEMORY / (tree_bytes([model], ctx) * ctx.n_folds)))
 
 
