@@ -477,3 +477,35 @@ def test_tuning_ends_when_no_family_can_finish_in_the_time_left(monkeypatch):
     run.max_trials, run.n_tried = 2, 0
     run._optimize()
     assert [c.family for c in started] == ["xgboost", "xgboost"]
+
+
+def test_the_best_of_each_family_stays_an_ensemble_candidate(monkeypatch):
+    """Where one family's trials outrank all others, the best of each other
+    family stays as well, as far as the predictions' memory allows: the blend
+    wants different models."""
+    import os
+
+    from automl.engine import metrics, search
+    from automl.engine.models import Candidate, Context
+
+    monkeypatch.setattr(search, "KEEP_MODELS", 4)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(240, 2)), columns=["a", "b"])
+    y = ((X.a > 0) ^ (X.b > 0)).to_numpy().astype(int)  # no line separates the classes
+    folds = search.Folds(X, y, search.make_splits(y, "binary", 0), {c: "numeric" for c in X}, "binary", 0)
+    run = search.Search(folds, metrics.METRICS["roc_auc"], Context("binary", 2, 0, 1))
+    for depth in (2, 3, 4, 5, 6):
+        run.evaluate(Candidate(f"xgboost_{depth}", "xgboost", {"n_estimators": 30, "max_depth": depth}))
+    run.evaluate(Candidate("linear", "linear", {}))
+    try:
+        ranked = sorted(run.trials, key=lambda t: -t.gain)
+        assert ranked[-1].name == "linear"  # last of six: by rank alone it would go
+        kept = [t.name for t in ranked if t.models_path is not None and t.oof is not None]
+        assert kept == [t.name for t in ranked[:4]] + ["linear"]
+        assert ranked[4].models_path is None and ranked[4].oof is None
+        assert len(os.listdir(run.store.directory)) == 5
+        monkeypatch.setattr(search, "KEPT_OOF_MEMORY", 4 * ranked[0].oof.nbytes)  # room for four, no more
+        run._keep_best_models()
+        assert [t.name for t in ranked if t.models_path is not None] == [t.name for t in ranked[:4]]
+    finally:
+        run.store.close()

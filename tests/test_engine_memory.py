@@ -431,8 +431,9 @@ def test_a_trial_out_of_the_ensemble_candidates_keeps_neither_models_nor_predict
     y = (X.a + 0.5 * X.b > 0).to_numpy().astype(int)
     folds = search.Folds(X, y, search.make_splits(y, "binary", 0), {c: "numeric" for c in X}, "binary", 0)
     run = search.Search(folds, metrics.METRICS["roc_auc"], Context("binary", 2, 0, 1))
+    # one family: the best of another family would stay (_keep_best_models)
     for candidate in [search.baseline(), Candidate("linear", "linear", {}),
-                      Candidate("xgboost", "xgboost", {"n_estimators": 20}), Candidate("knn", "knn", {})]:
+                      Candidate("linear_2", "linear", {"C": 0.01}), Candidate("linear_3", "linear", {"C": 0.001})]:
         run.evaluate(candidate)
     try:
         ranked = sorted(run.trials, key=lambda t: -t.gain)

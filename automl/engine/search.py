@@ -282,12 +282,29 @@ class Search:
         classes, 200 of them take 18 MB a trial: there fewer stay, as many as
         KEPT_OOF_MEMORY holds. Keeping only the best four by log loss, instead
         of twelve, cost 0.19 of log loss on 200 classes: the blend wants
-        different models more than the best ones."""
+        different models more than the best ones.
+
+        For the same reason the best of each family stays too, on top of the
+        twelve as far as KEPT_OOF_MEMORY allows: on small data the tuned family's
+        trials fill the twelve, the best of them by the luck of its folds (pima,
+        576 rows: 46 xgboost trials, the best 0.865 of out-of-fold ROC AUC and
+        0.80 on the test rows, where logistic regression had 0.835 and 0.81).
+        Over 18 fits of nine small data sets (60 s, seeds 1 and 2), the test
+        score rose by 0.7 % on average, 0.3 % without glass's +7 %: 9 better,
+        2 worse, 7 within 0.1 %."""
         ranked = sorted(self.trials, key=lambda t: -t.gain)
         oof_bytes = max((t.oof.nbytes for t in ranked if t.oof is not None), default=1)
-        keep = min(KEEP_MODELS, max(MIN_KEEP_MODELS, int(KEPT_OOF_MEMORY // oof_bytes)))
+        affordable = int(KEPT_OOF_MEMORY // oof_bytes)
+        keep = min(KEEP_MODELS, max(MIN_KEEP_MODELS, affordable))
+        kept = ranked[:keep]
+        represented = {t.candidate.family for t in kept} | {"baseline"}
+        leaders = {}
         for trial in ranked[keep:]:
-            if trial.models_path is not None:
+            if trial.candidate.family not in represented:
+                leaders.setdefault(trial.candidate.family, trial)
+        kept += list(leaders.values())[:max(0, affordable - keep)]
+        for trial in ranked:
+            if trial.models_path is not None and all(trial is not k for k in kept):
                 self.store.drop(trial.models_path)
                 trial.models_path = trial.oof = None
 
