@@ -1,5 +1,6 @@
 """Fitting, predicting, fitted outputs, control and reproducibility."""
 
+import os
 import pickle
 import threading
 import time
@@ -483,9 +484,7 @@ def test_the_best_of_each_family_stays_an_ensemble_candidate(monkeypatch):
     """Where one family's trials outrank all others, the best of each other
     family stays as well, as far as the predictions' memory allows: the blend
     wants different models."""
-    import os
-
-    from automl.engine import metrics, search
+    from automl.engine import metrics
     from automl.engine.models import Candidate, Context
 
     monkeypatch.setattr(search, "KEEP_MODELS", 4)

@@ -298,13 +298,13 @@ class Search:
         keep = min(KEEP_MODELS, max(MIN_KEEP_MODELS, affordable))
         kept = ranked[:keep]
         represented = {t.candidate.family for t in kept} | {"baseline"}
-        leaders = {}
         for trial in ranked[keep:]:
-            if trial.candidate.family not in represented:
-                leaders.setdefault(trial.candidate.family, trial)
-        kept += list(leaders.values())[:max(0, affordable - keep)]
+            if len(kept) < affordable and trial.candidate.family not in represented:
+                kept.append(trial)
+                represented.add(trial.candidate.family)
+        kept_ids = {id(t) for t in kept}
         for trial in ranked:
-            if trial.models_path is not None and all(trial is not k for k in kept):
+            if trial.models_path is not None and id(trial) not in kept_ids:
                 self.store.drop(trial.models_path)
                 trial.models_path = trial.oof = None
 
